@@ -1,0 +1,21 @@
+# EXPERTMESH_CUDA: ON builds the CUDA backend (.cu kernels for sm_90), OFF builds CPU only.
+# Default: ON when nvcc is found (it compiles in CI even though no GPU runs the code there).
+if(NOT DEFINED EXPERTMESH_CUDA)
+  find_program(EXPERTMESH_NVCC nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
+  if(EXPERTMESH_NVCC)
+    set(EXPERTMESH_CUDA_DEFAULT ON)
+  else()
+    set(EXPERTMESH_CUDA_DEFAULT OFF)
+  endif()
+  set(EXPERTMESH_CUDA ${EXPERTMESH_CUDA_DEFAULT} CACHE BOOL "Build the CUDA backend")
+endif()
+if(EXPERTMESH_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER)
+    find_program(EXPERTMESH_NVCC nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
+    set(CMAKE_CUDA_COMPILER ${EXPERTMESH_NVCC})
+  endif()
+  if(NOT CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  # nvcc 13 rejects the Debian host g++ only if too new; g++ 12 is supported.
+endif()

@@ -1,0 +1,82 @@
+// Host-side CUDA runtime calls (compiled by the C++ compiler against the CUDA runtime).
+#include "engine/ops/cuda/cuda_device.h"
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace expertmesh::cuda {
+namespace {
+
+absl::Status FromCuda(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(error)));
+}
+
+}  // namespace
+
+absl::Status CheckDeviceAvailable() {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    return absl::UnavailableError(absl::StrCat("no GPU: ", cudaGetErrorString(error)));
+  }
+  if (count == 0) return absl::UnavailableError("no GPU: no CUDA device present");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> DescribeDevice() {
+  if (absl::Status status = CheckDeviceAvailable(); !status.ok()) return status;
+  cudaDeviceProp properties;
+  if (absl::Status status = FromCuda(cudaGetDeviceProperties(&properties, 0), "cudaGetDeviceProperties");
+      !status.ok()) {
+    return status;
+  }
+  return absl::StrFormat("%s, sm_%d%d, %.1f GiB", properties.name, properties.major, properties.minor,
+                         properties.totalGlobalMem / double(1 << 30));
+}
+
+absl::Status Synchronize() { return FromCuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
+  DeviceBuffer buffer;
+  if (bytes == 0) return buffer;
+  const cudaError_t error = cudaMalloc(&buffer.data_, bytes);
+  if (error != cudaSuccess) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(error)));
+  }
+  buffer.bytes_ = bytes;
+  return buffer;
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFree(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_) cudaFree(data_);
+}
+
+absl::Status DeviceBuffer::CopyFromHost(const void* host, size_t bytes) {
+  if (bytes > bytes_) return absl::InvalidArgumentError("CopyFromHost: more bytes than the buffer holds");
+  return FromCuda(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+}
+
+absl::Status DeviceBuffer::CopyToHost(void* host, size_t bytes) const {
+  if (bytes > bytes_) return absl::InvalidArgumentError("CopyToHost: more bytes than the buffer holds");
+  return FromCuda(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy device->host");
+}
+
+}  // namespace expertmesh::cuda

@@ -1,0 +1,46 @@
+// Host-side CUDA helpers: device discovery (so GPU code paths and tests can skip cleanly on
+// machines without a GPU), error mapping to absl::Status, and DeviceBuffer, an owning device
+// allocation.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace expertmesh::cuda {
+
+// OK when at least one usable CUDA device is present; otherwise UNAVAILABLE with the reason
+// ("no CUDA driver", "no device", ...).
+absl::Status CheckDeviceAvailable();
+// "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" for device 0.
+absl::StatusOr<std::string> DescribeDevice();
+// Waits for all work on the current device; maps a failure to INTERNAL.
+absl::Status Synchronize();
+
+// An owning cudaMalloc allocation of `bytes`.
+class DeviceBuffer {
+ public:
+  static absl::StatusOr<DeviceBuffer> Allocate(size_t bytes);
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+
+  absl::Status CopyFromHost(const void* host, size_t bytes);
+  absl::Status CopyToHost(void* host, size_t bytes) const;
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace expertmesh::cuda

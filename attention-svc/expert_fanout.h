@@ -1,0 +1,71 @@
+// ExpertFanout: the RoutedExperts implementation of the attention tier. It builds the
+// layer -> expert -> shard-group table from every shard's Describe (start-up fails if an expert
+// of an MoE layer has no shard), then for each call groups the tokens by shard group, sends all
+// groups' requests concurrently on the persistent streams, and adds the replies into the output.
+// Replicas (shards hosting the same experts) are balanced round-robin and used for failover.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "attention-svc/shard_connection.h"
+#include "engine/format/model_config.h"
+#include "engine/model/routed_experts.h"
+
+namespace expertmesh::attention_service {
+
+struct FanoutOptions {
+  std::chrono::milliseconds connect_timeout{10000};
+  // Upper bound for one layer's expert round trip; past it the call fails DEADLINE_EXCEEDED.
+  std::chrono::milliseconds layer_timeout{30000};
+  v1::TensorDType wire_dtype = v1::TENSOR_DTYPE_F32;
+  // How often broken replicas are re-dialled.
+  std::chrono::milliseconds reconnect_interval{500};
+};
+
+class ExpertFanout : public RoutedExperts {
+ public:
+  // Connects to every address and validates the placement against `config`.
+  static absl::StatusOr<std::unique_ptr<ExpertFanout>> Create(const ModelConfig& config,
+                                                              const std::vector<std::string>& addresses,
+                                                              FanoutOptions options);
+  ~ExpertFanout() override;
+
+  absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override;
+
+  int num_replicas() const { return static_cast<int>(connections_.size()); }
+  int num_healthy_replicas() const;
+  std::vector<std::string> addresses() const;
+
+ private:
+  // Replicas that host the same experts.
+  struct ShardGroup {
+    std::vector<ShardConnection*> replicas;
+    std::atomic<uint32_t> next_replica{0};
+  };
+
+  ExpertFanout() = default;
+  absl::Status BuildPlacement(const ModelConfig& config);
+  void ReconnectLoop();
+
+  FanoutOptions options_;
+  int64_t num_experts_ = 0;
+  std::vector<std::unique_ptr<ShardConnection>> connections_;
+  std::vector<std::unique_ptr<ShardGroup>> groups_;
+  // group_of_expert_[layer][expert] -> index into groups_ (-1 for non-MoE layers).
+  std::vector<std::vector<int>> group_of_expert_;
+  std::atomic<bool> stopping_{false};
+  std::thread reconnector_;
+};
+
+// Expands a shard list: "host:port,host:port", or "dns:NAME:PORT" (every address NAME resolves
+// to, e.g. a headless Kubernetes Service), or "@FILE" (one entry per line).
+absl::StatusOr<std::vector<std::string>> ResolveShardAddresses(const std::string& spec);
+
+}  // namespace expertmesh::attention_service

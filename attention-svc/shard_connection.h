@@ -1,0 +1,66 @@
+// ShardConnection: the attention tier's link to one expert-svc replica — a channel, the shard's
+// Describe answer, and one persistent Compute stream on which requests are pipelined. A reader
+// thread completes each pending request by request_id; when the stream breaks, every pending
+// request fails with UNAVAILABLE and the connection reports unhealthy until Reconnect succeeds.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "expertmesh/v1/expert_service.grpc.pb.h"
+
+namespace expertmesh::attention_service {
+
+class ShardConnection {
+ public:
+  // Dials `address`, calls Describe (within `timeout`) and opens the Compute stream.
+  static absl::StatusOr<std::unique_ptr<ShardConnection>> Connect(const std::string& address,
+                                                                   std::chrono::milliseconds timeout);
+  ~ShardConnection();
+
+  const std::string& address() const { return address_; }
+  const v1::ExpertShardDescription& description() const { return description_; }
+  bool healthy() const { return healthy_.load(); }
+
+  // Queues `request` on the stream (request_id is assigned here). The future yields the reply, or
+  // UNAVAILABLE if the stream breaks first.
+  std::future<absl::StatusOr<v1::ExpertReply>> Send(v1::ExpertRequest request);
+
+  // Re-dials after a failure: new channel state, Describe, new stream. The shard must host the
+  // same experts as before, else FAILED_PRECONDITION.
+  absl::Status Reconnect(std::chrono::milliseconds timeout);
+
+ private:
+  explicit ShardConnection(std::string address) : address_(std::move(address)) {}
+  absl::Status OpenStream(std::chrono::milliseconds timeout, bool first_time);
+  void ReadLoop();
+  void FailPending(const std::string& why);
+  void CloseStream();
+
+  const std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ExpertService::Stub> stub_;
+  v1::ExpertShardDescription description_;
+
+  // Two locks so a writer blocked by flow control never stops the reader from draining replies.
+  std::mutex write_mutex_;  // serializes Write() on stream_
+  std::mutex mutex_;        // guards pending_, next_request_id_, context_ and stream_ replacement
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ExpertRequest, v1::ExpertReply>> stream_;
+  std::map<uint64_t, std::promise<absl::StatusOr<v1::ExpertReply>>> pending_;
+  uint64_t next_request_id_ = 1;
+  std::thread reader_;
+  std::atomic<bool> healthy_{false};
+};
+
+}  // namespace expertmesh::attention_service

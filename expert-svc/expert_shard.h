@@ -1,0 +1,58 @@
+// ExpertShard: what one expert-svc process serves — for each MoE layer the routed experts it
+// hosts, and the RoutedExperts implementation that computes them. It validates every request
+// against the model's shape and its hosted set before any computation (INVALID_ARGUMENT with the
+// reason), and answers with one weighted-sum hidden vector per token.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/model/routed_experts.h"
+#include "expertmesh/v1/expert_service.pb.h"
+
+namespace expertmesh::expert_service {
+
+// Which routed experts a shard hosts, per MoE layer.
+using HostedExperts = std::map<int64_t, std::set<int32_t>>;
+
+// Contiguous split of `num_experts` experts into `num_shards`: shard i hosts
+// [i * E / N, (i + 1) * E / N). Replicas of a shard host the same range.
+std::set<int32_t> ExpertRangeForShard(int64_t num_experts, int shard_index, int num_shards);
+
+struct ShardModelInfo {
+  std::string model_type;
+  int64_t hidden_size = 0;
+  int64_t num_routed_experts = 0;
+  std::string weight_dtype;  // as stored in the checkpoint ("bf16", "f32", "fp8-e4m3")
+  std::string backend = "cpu";
+  uint64_t resident_weight_bytes = 0;
+  int64_t max_tokens_per_request = 65536;
+};
+
+class ExpertShard {
+ public:
+  ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted,
+              std::unique_ptr<RoutedExperts> experts);
+
+  // Checks a request without computing: layer hosted, sizes, dtype, expert ids hosted, finite
+  // gate weights. Activations are checked for finiteness while decoding.
+  absl::Status Validate(const v1::ExpertRequest& request) const;
+  // Validates, computes and fills `reply` (request_id, dtype, outputs). Thread-safe.
+  absl::Status Handle(const v1::ExpertRequest& request, v1::ExpertReply* reply) const;
+  v1::ExpertShardDescription Describe() const;
+
+  const HostedExperts& hosted() const { return hosted_; }
+
+ private:
+  std::string shard_name_;
+  ShardModelInfo info_;
+  HostedExperts hosted_;
+  std::unique_ptr<RoutedExperts> experts_;
+};
+
+}  // namespace expertmesh::expert_service

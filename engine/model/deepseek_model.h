@@ -1,0 +1,83 @@
+// DeepseekModel: the batched forward pass of a DeepSeek-V2/V3 model (Hugging Face
+// DeepseekV2ForCausalLM / DeepseekV3ForCausalLM semantics). One Step takes several sequences, each
+// with its own LatentKvCache and a chunk of new tokens (a prefill chunk or one decode token):
+// attention runs per sequence, while norms, MLPs, the router and the experts run over all tokens
+// of the step at once, which is what continuous batching in the services needs. Routed experts
+// are reached only through RoutedExperts, so the model does not know where they live.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+#include "engine/format/model_config.h"
+#include "engine/model/latent_kv_cache.h"
+#include "engine/model/mla_attention.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/routed_experts.h"
+#include "engine/ops/compute_backend.h"
+#include "engine/ops/rope.h"
+
+namespace expertmesh {
+
+struct ModelOptions {
+  AttentionAlgorithm prefill_attention = AttentionAlgorithm::kNaive;
+  AttentionAlgorithm decode_attention = AttentionAlgorithm::kAbsorbed;
+  // deepseek_v2 only: also scale the softmax by YaRN's mscale(mscale_all_dim)^2 as DeepSeek's own
+  // V2 code does. transformers' DeepseekV2Attention does not, so the default matches it.
+  bool v2_applies_yarn_mscale = false;
+};
+
+// One sequence of a step.
+struct SequenceInput {
+  LatentKvCache* cache = nullptr;         // its positions continue from cache->length()
+  std::span<const int32_t> token_ids;     // new tokens, at least one
+  bool all_logits = false;                // logits for every new token, else the last one only
+};
+
+// Per-layer routing decisions: expert ids [num_tokens, top_k] (best first) over the step's
+// tokens in sequence order.
+using RoutingObserver = std::function<void(int64_t layer, std::span<const int32_t> expert_ids,
+                                           int64_t num_tokens, int64_t top_k)>;
+
+class DeepseekModel {
+ public:
+  // Validates config and weight shapes. `routed_experts` (not owned, must outlive the model) may
+  // be null only for models without MoE layers.
+  static absl::StatusOr<std::unique_ptr<DeepseekModel>> Create(
+      const ModelConfig& config, ModelWeights weights, RoutedExperts* routed_experts,
+      ModelOptions options = {}, const ops::ComputeBackend& backend = ops::DefaultCpuBackend());
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const ModelOptions& options() const { return options_; }
+  LatentKvCache NewCache() const;
+
+  // Runs one step. Returns per sequence its logits: [new tokens, vocab] if all_logits, else
+  // [1, vocab] for its last token. On error no cache changes.
+  absl::StatusOr<std::vector<Tensor>> Step(std::span<const SequenceInput> sequences,
+                                           const RoutingObserver* observer = nullptr) const;
+
+ private:
+  DeepseekModel(const ModelConfig& config, ModelWeights weights, RoutedExperts* routed_experts,
+                ModelOptions options, const ops::ComputeBackend& backend, ops::RotaryEmbedding rope);
+  absl::Status ValidateInputs(std::span<const SequenceInput> sequences) const;
+  absl::StatusOr<std::vector<Tensor>> RunLayers(std::span<const SequenceInput> sequences,
+                                                const RoutingObserver* observer) const;
+  absl::Status RunMoe(int64_t layer, std::span<const float> x, int64_t tokens, std::span<float> output,
+                      const RoutingObserver* observer) const;
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  RoutedExperts* routed_experts_;
+  ModelOptions options_;
+  const ops::ComputeBackend& backend_;
+  ops::RotaryEmbedding rope_;
+  std::unique_ptr<MlaAttention> attention_;
+};
+
+}  // namespace expertmesh

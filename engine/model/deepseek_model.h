@@ -3,9 +3,12 @@
 // with its own LatentKvCache and a chunk of new tokens (a prefill chunk or one decode token):
 // attention runs per sequence, while norms, MLPs, the router and the experts run over all tokens
 // of the step at once, which is what continuous batching in the services needs. Routed experts
-// are reached only through RoutedExperts, so the model does not know where they live.
+// are reached only through RoutedExperts, so the model does not know where they live. With two
+// micro-batches a step ping-pongs: one micro-batch's routed experts run (ComputeAsync) while the
+// other's attention is computed, which hides remote expert round trips (MegaScale-Infer style).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -30,6 +33,10 @@ struct ModelOptions {
   // deepseek_v2 only: also scale the softmax by YaRN's mscale(mscale_all_dim)^2 as DeepSeek's own
   // V2 code does. transformers' DeepseekV2Attention does not, so the default matches it.
   bool v2_applies_yarn_mscale = false;
+  // 1: the whole step goes through each layer at once. 2: the step's sequences are split into
+  // two micro-batches of about equal token counts whose layers interleave, so that the routed
+  // experts of one run while the other computes attention. Same results either way.
+  int64_t micro_batches = 1;
 };
 
 // One sequence of a step.
@@ -43,6 +50,15 @@ struct SequenceInput {
 // tokens in sequence order.
 using RoutingObserver = std::function<void(int64_t layer, std::span<const int32_t> expert_ids,
                                            int64_t num_tokens, int64_t top_k)>;
+
+// Per-step controls beyond the inputs.
+struct StepOptions {
+  const RoutingObserver* observer = nullptr;  // disables micro-batching (it sees whole steps)
+  // Passed to RoutedExperts with every layer's batch (remote experts fail past it).
+  std::chrono::steady_clock::time_point expert_deadline = std::chrono::steady_clock::time_point::max();
+  // 0: ModelOptions::micro_batches; else 1 or 2 for this step.
+  int64_t micro_batches = 0;
+};
 
 class DeepseekModel {
  public:
@@ -61,15 +77,23 @@ class DeepseekModel {
   // [1, vocab] for its last token. On error no cache changes.
   absl::StatusOr<std::vector<Tensor>> Step(std::span<const SequenceInput> sequences,
                                            const RoutingObserver* observer = nullptr) const;
+  absl::StatusOr<std::vector<Tensor>> Step(std::span<const SequenceInput> sequences,
+                                           const StepOptions& step_options) const;
 
  private:
   DeepseekModel(const ModelConfig& config, ModelWeights weights, RoutedExperts* routed_experts,
                 ModelOptions options, const ops::ComputeBackend& backend, ops::RotaryEmbedding rope);
   absl::Status ValidateInputs(std::span<const SequenceInput> sequences) const;
+  // One micro-batch's activations and its MoE layer in flight (defined in the .cc).
+  struct MicroBatch;
   absl::StatusOr<std::vector<Tensor>> RunLayers(std::span<const SequenceInput> sequences,
-                                                const RoutingObserver* observer) const;
-  absl::Status RunMoe(int64_t layer, std::span<const float> x, int64_t tokens, std::span<float> output,
-                      const RoutingObserver* observer) const;
+                                                const StepOptions& step_options) const;
+  // Attention of `layer` for `batch`, then its dense MLP, or its MoE gate with the routed
+  // experts started (ComputeAsync) and the shared experts computed meanwhile.
+  absl::Status BeginLayer(int64_t layer, MicroBatch& batch, const StepOptions& step_options) const;
+  // Waits for the micro-batch's routed experts, if any are in flight, and adds the MoE output to
+  // its residual stream.
+  absl::Status FinishMoe(MicroBatch& batch) const;
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -1,0 +1,154 @@
+// CudaRoutedExperts' batch pipeline on the device: permutation by expert, path choice (tensor-core
+// kernels for few rows per expert, cuBLAS per-expert or grouped GEMMs for many), weighted combine.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status_macros.h"
+#include "engine/model/cuda/cuda_routed_experts.h"
+#include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/moe_kernels.h"
+
+namespace expertmesh {
+namespace {
+
+using cuda::CudaStatus;
+using cuda::ElementType;
+
+cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+}  // namespace
+
+absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream) {
+  Scratch& s = *scratch_;
+  const int64_t tokens = batch.num_tokens, top_k = batch.top_k;
+  const int64_t slots = tokens * top_k;
+  const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
+  const int64_t num_local = static_cast<int64_t>(layer.slots.size());
+  if (tokens == 0) return absl::OkStatus();
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
+      batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
+      s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.permutation.as<int32_t>(),
+      s.error.as<int32_t>(), stream));
+
+  const bool f32 = options_.format == GpuExpertFormat::kF32;
+  const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  ExpertGemmPath path = options_.path;
+  if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasLoop;
+  if (fp8 && path == ExpertGemmPath::kCublasGrouped) path = ExpertGemmPath::kCublasLoop;
+  std::vector<int32_t> offsets;
+  // Rows per expert never exceed the token count (a token picks an expert at most once).
+  if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
+  if (path != ExpertGemmPath::kDirect) {
+    offsets.resize(num_local + 1);
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(offsets.data(), s.offsets.data(),
+                                                          offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                                          AsStream(stream)), "offsets download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(AsStream(stream)), "expert permutation"));
+    if (path == ExpertGemmPath::kAuto) {
+      int32_t largest = 0;
+      for (int64_t e = 0; e < num_local; ++e) largest = std::max(largest, offsets[e + 1] - offsets[e]);
+      path = largest <= options_.max_rows_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasLoop;
+    }
+  }
+  const int64_t rows = offsets.empty() ? slots : offsets[num_local];
+  EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, rows));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchGatherRows(batch.activations, s.row_token.as<int32_t>(), s.offsets.as<int32_t>(),
+                                                    num_local, rows, hidden, s.rows.data(), /*to_bf16=*/!f32, stream));
+  if (path == ExpertGemmPath::kDirect) {
+    auto* const* pointers = layer.device_pointers.as<const void*>();
+    const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertGateUp(s.rows.as<uint16_t>(), s.offsets.as<int32_t>(), num_local,
+                                                        pointers, scales, fp8, hidden, intermediate,
+                                                        s.h.as<uint16_t>(), stream));
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertDown(s.h.as<uint16_t>(), s.offsets.as<int32_t>(), num_local,
+                                                      pointers + num_local, scales + num_local, fp8, hidden,
+                                                      intermediate, s.y.as<float>(), stream));
+  } else {
+    if (path == ExpertGemmPath::kCublasGrouped) {
+      EXPERTMESH_RETURN_IF_ERROR(RunCublasGrouped(layer, offsets, stream));
+    } else {
+      EXPERTMESH_RETURN_IF_ERROR(RunCublas(layer, offsets, stream));
+    }
+  }
+  return cuda::LaunchCombineExpertRows(s.y.as<float>(), s.row_of_slot.as<int32_t>(), batch.gate_weights, tokens, top_k,
+                                       hidden, batch.output, batch.accumulate, stream);
+}
+
+absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream) {
+  Scratch& s = *scratch_;
+  const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
+  const bool f32 = options_.format == GpuExpertFormat::kF32;
+  const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  const ElementType ab = f32 ? ElementType::kF32 : ElementType::kBF16;
+  const size_t element = f32 ? 4 : 2;
+  int64_t largest = 0;
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) largest = std::max<int64_t>(largest, offsets[e + 1] - offsets[e]);
+  if (largest == 0) return absl::OkStatus();
+  // Float32 gate|up products of the largest expert's rows; FP8 weights of one expert in bf16.
+  if (s.gate_up_out.bytes() < static_cast<size_t>(largest * 2 * intermediate * sizeof(float))) {
+    s.gate_up_out = cuda::DeviceBuffer();
+    EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out, cuda::DeviceBuffer::Allocate(largest * 2 * intermediate * sizeof(float)));
+  }
+  if (fp8 && s.dequantized.bytes() < static_cast<size_t>(3 * intermediate * hidden * 2)) {
+    EXPERTMESH_ASSIGN_OR_RETURN(s.dequantized, cuda::DeviceBuffer::Allocate(3 * intermediate * hidden * 2));
+  }
+  auto* rows = static_cast<std::byte*>(s.rows.data());
+  auto* h = static_cast<std::byte*>(s.h.data());
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+    const int64_t first = offsets[e], count = offsets[e + 1] - offsets[e];
+    if (count == 0) continue;
+    const ExpertStorage& expert = layer.slots[e];
+    const void* gate_up = expert.gate_up.data();
+    const void* down = expert.down.data();
+    if (fp8) {
+      auto* bf16 = s.dequantized.as<uint16_t>();
+      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(), expert.gate_up_scale.as<float>(),
+                                                                2 * intermediate, hidden, intermediate, bf16, stream));
+      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(), expert.down_scale.as<float>(),
+                                                                hidden, intermediate, hidden,
+                                                                bf16 + 2 * intermediate * hidden, stream));
+      gate_up = bf16;
+      down = bf16 + 2 * intermediate * hidden;
+    }
+    EXPERTMESH_RETURN_IF_ERROR(blas_->Linear(rows + first * hidden * element, count, hidden, gate_up, 2 * intermediate,
+                                             s.gate_up_out.data(), ab, ElementType::kF32, stream));
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.gate_up_out.as<float>(), count, intermediate,
+                                                            h + first * intermediate * element, !f32, stream));
+    EXPERTMESH_RETURN_IF_ERROR(blas_->Linear(h + first * intermediate * element, count, intermediate, down, hidden,
+                                             s.y.as<float>() + first * hidden, ab, ElementType::kF32, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaRoutedExperts::RunCublasGrouped(const LayerStorage& layer, std::span<const int32_t> offsets,
+                                                 void* stream) {
+  Scratch& s = *scratch_;
+  const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
+  const bool f32 = options_.format == GpuExpertFormat::kF32;
+  const ElementType ab = f32 ? ElementType::kF32 : ElementType::kBF16;
+  const size_t element = f32 ? 4 : 2;
+  const int64_t total = offsets.back();
+  if (total == 0) return absl::OkStatus();
+  if (s.gate_up_out.bytes() < static_cast<size_t>(total * 2 * intermediate * sizeof(float))) {
+    s.gate_up_out = cuda::DeviceBuffer();
+    EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out, cuda::DeviceBuffer::Allocate(total * 2 * intermediate * sizeof(float)));
+  }
+  auto* rows = static_cast<std::byte*>(s.rows.data());
+  auto* h = static_cast<std::byte*>(s.h.data());
+  std::vector<cuda::GroupedGemmItem> first_items, second_items;
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+    const int64_t first = offsets[e], count = offsets[e + 1] - offsets[e];
+    first_items.push_back({rows + first * hidden * element, layer.slots[e].gate_up.data(),
+                           s.gate_up_out.as<float>() + first * 2 * intermediate, count});
+    second_items.push_back({h + first * intermediate * element, layer.slots[e].down.data(),
+                            s.y.as<float>() + first * hidden, count});
+  }
+  EXPERTMESH_RETURN_IF_ERROR(blas_->GroupedLinear(first_items, 2 * intermediate, hidden, ab, ElementType::kF32, stream));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.gate_up_out.as<float>(), total, intermediate, h, !f32, stream));
+  return blas_->GroupedLinear(second_items, hidden, intermediate, ab, ElementType::kF32, stream);
+}
+
+}  // namespace expertmesh

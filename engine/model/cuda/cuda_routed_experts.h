@@ -1,0 +1,134 @@
+// CudaRoutedExperts: RoutedExperts on one GPU — what expert-svc runs on its card. Owns the
+// device-resident weights of a shard's routed experts (bf16, FP8 E4M3 with 128x128 block scales
+// served without expanding the shard, or float32 for bit-faithful comparisons) and the scratch
+// of one batch. A batch is permuted by expert on the device, each expert's SwiGLU runs over its
+// rows (tensor-core kernels while rows per expert are few and weight bytes dominate, cuBLAS GEMMs
+// above that), and the weighted outputs are combined into one row per token. One GPU per shard:
+// the object uses the current device; several shards on one host each take their own card.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/dtype.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/routed_experts.h"
+#include "engine/ops/cuda/cublas_gemm.h"
+#include "engine/ops/cuda/cuda_device.h"
+
+namespace expertmesh {
+
+enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
+
+// How the experts' matrix products run (kAuto picks by rows per expert; the others are for
+// benchmarks and tests).
+enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasGrouped };
+
+struct CudaExpertOptions {
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  // moe_intermediate_size
+  int64_t n_routed_experts = 0;   // global expert ids are in [0, n_routed_experts)
+  GpuExpertFormat format = GpuExpertFormat::kBF16;
+  ExpertGemmPath path = ExpertGemmPath::kAuto;
+  // kAuto: the tensor-core kernels while no expert gets more rows than this, cuBLAS above.
+  int64_t max_rows_for_direct_kernels = 64;
+};
+
+// The stored bytes of one expert's three tensors (zero-copy views of a checkpoint). FP8 tensors
+// come with their float32 `*_scale_inv` block scales ([ceil(rows/128), ceil(cols/128)]).
+struct ExpertTensorBytes {
+  DType dtype = DType::kBF16;
+  std::span<const std::byte> gate, up, down;
+  std::span<const std::byte> gate_scale, up_scale, down_scale;
+};
+
+// A batch whose tensors already live on the device (the monolithic GPU model's path).
+struct DeviceExpertBatch {
+  int64_t layer = 0;
+  int64_t num_tokens = 0;
+  int64_t top_k = 0;
+  const float* activations = nullptr;  // [num_tokens, hidden]
+  const int32_t* expert_ids = nullptr; // [num_tokens, top_k], -1 = empty slot
+  const float* gate_weights = nullptr; // [num_tokens, top_k]
+  float* output = nullptr;             // [num_tokens, hidden]
+  bool accumulate = false;             // output += ... instead of output = ...
+};
+
+class CudaRoutedExperts final : public RoutedExperts {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> Create(const CudaExpertOptions& options);
+  ~CudaRoutedExperts() override;
+
+  // Adds or replaces expert `expert` of `layer` from float32 tensors ([I,H], [I,H], [H,I]),
+  // converted to the format (kFP8Block needs SetExpertFromBytes with FP8 bytes).
+  absl::Status SetExpert(int64_t layer, int32_t expert, const MlpWeights& weights);
+  // Same from stored bytes: bf16/f32 into kBF16 or kF32 (converted on the way), FP8 into kFP8Block
+  // as is or into kBF16 dequantized. Sizes are checked against the options.
+  absl::Status SetExpertFromBytes(int64_t layer, int32_t expert, const ExpertTensorBytes& bytes);
+
+  bool HasExpert(int64_t layer, int32_t expert) const;
+  int64_t num_experts() const;
+  uint64_t DeviceWeightBytes() const;  // bytes of expert weights (and scales) on the device
+  const CudaExpertOptions& options() const { return options_; }
+  void set_path(ExpertGemmPath path) { options_.path = path; }
+
+  // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
+  // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
+  absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override;
+
+  // Device API, enqueued on `stream` (cudaStream_t). Ids naming experts not held are dropped and
+  // recorded; DeviceErrors() reports them. Capturable in a CUDA graph when num_tokens <=
+  // max_rows_for_direct_kernels (or the path is kDirect) after Reserve(num_tokens, top_k).
+  absl::Status ComputeOnDevice(const DeviceExpertBatch& batch, void* stream);
+  // Sizes the scratch for batches of up to `tokens` tokens (so graph capture allocates nothing).
+  absl::Status Reserve(int64_t tokens, int64_t top_k);
+  // Synchronises `stream`; NOT_FOUND if a device batch since the last call named an expert not held.
+  absl::Status DeviceErrors(void* stream);
+
+ private:
+  struct ExpertStorage {
+    cuda::DeviceBuffer gate_up;  // [2I, H] in the format (gate rows, then up rows)
+    cuda::DeviceBuffer down;     // [H, I]
+    cuda::DeviceBuffer gate_up_scale;  // FP8: [2 * ceil(I/128), ceil(H/128)] float32
+    cuda::DeviceBuffer down_scale;     // FP8: [ceil(H/128), ceil(I/128)] float32
+  };
+  struct LayerStorage {
+    std::vector<int32_t> slot_of_expert;  // [n_routed_experts], -1 = not held
+    std::vector<ExpertStorage> slots;
+    cuda::DeviceBuffer device_slot_of_expert;
+    cuda::DeviceBuffer device_pointers;  // gate_up[S], down[S], gate_up_scale[S], down_scale[S]
+  };
+  struct Scratch {
+    int64_t slot_capacity = 0;  // tokens * top_k
+    int64_t token_capacity = 0;
+    int64_t row_capacity = 0;
+    cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
+    cuda::DeviceBuffer offsets, row_token, row_of_slot, permutation, error;
+    cuda::DeviceBuffer rows, h, y, gate_up_out, dequantized;
+  };
+
+  explicit CudaRoutedExperts(const CudaExpertOptions& options);
+  absl::StatusOr<ExpertStorage*> SlotFor(int64_t layer, int32_t expert);
+  absl::Status UploadTables(LayerStorage& layer);
+  absl::Status UploadTensor(std::span<const std::byte> bytes, DType dtype, int64_t rows, int64_t cols,
+                            std::span<const std::byte> scale, void* destination, void* stream);
+  absl::Status EnsureScratch(int64_t tokens, int64_t top_k, int64_t local_rows);
+  absl::Status RunExperts(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream);
+  absl::Status RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream);
+  absl::Status RunCublasGrouped(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream);
+
+  CudaExpertOptions options_;
+  std::map<int64_t, LayerStorage> layers_;
+  std::unique_ptr<cuda::CublasContext> blas_;
+  std::unique_ptr<Scratch> scratch_;
+  void* stream_ = nullptr;  // cudaStream_t of the host API
+  std::mutex mutex_;        // one batch at a time (shared scratch)
+};
+
+}  // namespace expertmesh

@@ -1,0 +1,67 @@
+// Launchers for the routed-expert (MoE) kernels: permute a batch's token slots by expert, gather
+// activations, run each expert's SwiGLU over its rows (tensor-core kernels for few rows per
+// expert, where the weights' bytes dominate; a SiLU*up epilogue for the cuBLAS path), and combine
+// the weighted expert outputs back into one row per token. Plain C++ header: device pointers are
+// typed as raw integers (bf16 = uint16_t, fp8 E4M3 = uint8_t); `stream` is a cudaStream_t.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace expertmesh::cuda {
+
+// Sorts the slots of expert_ids [num_slots] (= tokens * top_k; -1 = empty slot) by the local slot
+// of their expert (slot_of_expert [n_routed_experts], -1 = not held), stably in slot order.
+// Writes offsets [num_local + 1] (rows of local slot e are offsets[e]..offsets[e+1]), row_token
+// [rows] (token of each row) and row_of_slot [num_slots] (-1 for empty slots). Sets *error to 1
+// when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
+// `scratch` holds num_slots int32 (needed only above 10240 slots, which do not fit in shared memory).
+absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
+                                          const int32_t* slot_of_expert, int64_t n_routed_experts,
+                                          int64_t num_local, int32_t* offsets, int32_t* row_token,
+                                          int32_t* row_of_slot, int32_t* scratch, int32_t* error,
+                                          void* stream);
+
+// rows_out[r, :] = x[row_token[r], :] for r < offsets[num_local] (read on the device; at most
+// max_rows), converted to bf16 (`to_bf16`) or kept float32. x is float32 [tokens, hidden].
+absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets,
+                              int64_t num_local, int64_t max_rows, int64_t hidden, void* rows_out,
+                              bool to_bf16, void* stream);
+
+// Tensor-core SwiGLU halves for rows grouped by expert (mma.sync bf16, float32 accumulation).
+// gate_up[e] points to expert e's [2I, H] weights (gate rows, then up rows), bf16 or fp8 E4M3
+// with block scales gate_up_scale[e] ([2 * ceil(I/128), ceil(H/128)] float32: gate's blocks,
+// then up's). h[r, j] = bf16(silu(x_r . gate_j) * (x_r . up_j)) for rows of every local expert.
+// Needs H % 8 == 0 and I % 8 == 0 (16-byte rows).
+absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, int64_t num_local,
+                                const void* const* gate_up, const float* const* gate_up_scale,
+                                bool fp8, int64_t hidden, int64_t intermediate, uint16_t* h,
+                                void* stream);
+
+// y[r, i] = h_r . down_i (float32) with down[e] = expert e's [H, I] weights (bf16 or fp8 with
+// down_scale[e] [ceil(H/128), ceil(I/128)]).
+absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, int64_t num_local,
+                              const void* const* down, const float* const* down_scale, bool fp8,
+                              int64_t hidden, int64_t intermediate, float* y, void* stream);
+
+// cuBLAS-path epilogue: h[r, j] = silu(gate_up[r, j]) * gate_up[r, I + j] for rows r < rows;
+// gate_up is float32 [rows, 2I]; h is bf16 (`to_bf16`) or float32 [rows, I].
+absl::Status LaunchSiluMultiplyRows(const float* gate_up, int64_t rows, int64_t intermediate, void* h,
+                                    bool to_bf16, void* stream);
+
+// out[t, :] (= or +=) sum_k gate_weights[t, k] * y[row_of_slot[t, k], :] over non-empty slots.
+absl::Status LaunchCombineExpertRows(const float* y, const int32_t* row_of_slot, const float* gate_weights,
+                                     int64_t tokens, int64_t top_k, int64_t hidden, float* out,
+                                     bool accumulate, void* stream);
+
+// out[r, c] = bf16(fp8[r, c] * scale(r, c)) for a [rows, cols] E4M3 tensor whose first
+// `split_rows` rows use scale blocks [r / 128] and the rest, a second stacked tensor, use
+// [ceil(split_rows / 128) + (r - split_rows) / 128] (pass split_rows = rows for one tensor).
+absl::Status LaunchDequantizeFp8Block(const uint8_t* fp8, const float* scale, int64_t rows, int64_t cols,
+                                      int64_t split_rows, uint16_t* out, void* stream);
+
+// float32 -> bf16 (round to nearest even) and float32 -> float32 copies of `count` elements.
+absl::Status LaunchFloatToBFloat16(const float* in, uint16_t* out, int64_t count, void* stream);
+
+}  // namespace expertmesh::cuda

@@ -1,0 +1,245 @@
+// CudaRoutedExperts vs the CPU reference (LocalRoutedExperts, float32) on fresh random weights and
+// batches, for every product path (tensor-core kernels, per-expert cuBLAS, grouped cuBLAS) and
+// weight format (bf16, FP8 block-scaled, float32), plus the error contract. Tolerances are
+// relative-norm errors: bf16 operands (weights and activations rounded to 8 mantissa bits) give
+// ~3e-3, so 1.5e-2 leaves margin without hiding wrong indexing (which gives O(1)); float32
+// storage through cuBLAS without TF32 differs from OpenBLAS only in summation order (< 1e-5).
+#include "engine/model/cuda/cuda_routed_experts.h"
+
+#include <map>
+#include <set>
+
+#include "engine/model/local_routed_experts.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace expertmesh {
+namespace {
+
+using gpu_testing::AsBytes;
+using gpu_testing::QuantizeFp8Block;
+using gpu_testing::RandomTensor;
+using gpu_testing::RandomVector;
+using gpu_testing::RelativeNormError;
+
+constexpr double kBf16Tolerance = 1.5e-2;
+constexpr double kF32Tolerance = 1e-5;
+
+struct Shape {
+  int64_t hidden, intermediate, experts;
+};
+
+struct Batch {
+  int64_t tokens = 0, top_k = 0;
+  std::vector<float> activations, weights;
+  std::vector<int32_t> ids;
+  RoutedExpertBatch View(int64_t layer, int64_t hidden) const {
+    RoutedExpertBatch b;
+    b.layer = layer;
+    b.num_tokens = tokens;
+    b.hidden_size = hidden;
+    b.top_k = top_k;
+    b.activations = activations;
+    b.expert_ids = ids;
+    b.gate_weights = weights;
+    return b;
+  }
+};
+
+// Distinct experts per token drawn from `held`; every 7th slot left empty (-1).
+Batch RandomBatch(int64_t tokens, int64_t top_k, const std::vector<int32_t>& held, int64_t hidden,
+                  std::mt19937_64& rng) {
+  Batch b;
+  b.tokens = tokens;
+  b.top_k = top_k;
+  b.activations = RandomVector(tokens * hidden, rng, 1.0f);
+  std::uniform_real_distribution<float> weight(0.05f, 1.0f);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int32_t> pool = held;
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (int64_t k = 0; k < top_k; ++k) {
+      const bool empty = (t * top_k + k) % 7 == 3 || k >= static_cast<int64_t>(pool.size());
+      b.ids.push_back(empty ? -1 : pool[k]);
+      b.weights.push_back(weight(rng));
+    }
+  }
+  return b;
+}
+
+MlpWeights RandomMlp(const Shape& s, std::mt19937_64& rng) {
+  MlpWeights m;
+  m.gate_proj = RandomTensor({s.intermediate, s.hidden}, rng, std::sqrt(3.0f / s.hidden));
+  m.up_proj = RandomTensor({s.intermediate, s.hidden}, rng, std::sqrt(3.0f / s.hidden));
+  m.down_proj = RandomTensor({s.hidden, s.intermediate}, rng, std::sqrt(3.0f / s.intermediate));
+  return m;
+}
+
+class CudaExpertsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { EXPERTMESH_SKIP_WITHOUT_GPU(); }
+
+  // CPU reference and GPU experts with the same weights: layer 1 holds every expert, layer 3 two.
+  void Build(const Shape& s, GpuExpertFormat format) {
+    shape_ = s;
+    cpu_ = std::make_unique<LocalRoutedExperts>(s.hidden, s.intermediate);
+    CudaExpertOptions options{s.hidden, s.intermediate, s.experts, format};
+    auto gpu = CudaRoutedExperts::Create(options);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = std::move(gpu).value();
+    for (int64_t layer : {1, 3}) {
+      for (int32_t e = 0; e < s.experts; ++e) {
+        if (layer == 3 && e != 2 && e != 5) continue;
+        MlpWeights mlp = RandomMlp(s, rng_);
+        if (format == GpuExpertFormat::kFP8Block) {
+          auto gate = QuantizeFp8Block(mlp.gate_proj), up = QuantizeFp8Block(mlp.up_proj),
+               down = QuantizeFp8Block(mlp.down_proj);
+          ExpertTensorBytes bytes{DType::kF8E4M3, AsBytes(gate.values), AsBytes(up.values), AsBytes(down.values),
+                                  AsBytes(gate.scale_inv), AsBytes(up.scale_inv), AsBytes(down.scale_inv)};
+          ASSERT_TRUE(gpu_->SetExpertFromBytes(layer, e, bytes).ok());
+          mlp = MlpWeights{gate.dequantized, up.dequantized, down.dequantized};
+        } else {
+          ASSERT_TRUE(gpu_->SetExpert(layer, e, mlp).ok());
+        }
+        ASSERT_TRUE(cpu_->AddExpert(layer, e, std::move(mlp)).ok());
+      }
+    }
+  }
+
+  // Runs one random batch through both; returns the relative-norm error of the GPU result.
+  double Compare(int64_t layer, int64_t tokens, int64_t top_k) {
+    std::vector<int32_t> held;
+    for (int32_t e = 0; e < shape_.experts; ++e) {
+      if (layer == 1 || e == 2 || e == 5) held.push_back(e);
+    }
+    Batch b = RandomBatch(tokens, top_k, held, shape_.hidden, rng_);
+    // Both add to the output: start from the same random values.
+    std::vector<float> expected = RandomVector(tokens * shape_.hidden, rng_, 1.0f);
+    std::vector<float> actual = expected;
+    EXPECT_TRUE(cpu_->Compute(b.View(layer, shape_.hidden), expected).ok());
+    const absl::Status status = gpu_->Compute(b.View(layer, shape_.hidden), actual);
+    EXPECT_TRUE(status.ok()) << status;
+    return RelativeNormError(actual, expected);
+  }
+
+  Shape shape_{};
+  std::mt19937_64 rng_{20261125};
+  std::unique_ptr<LocalRoutedExperts> cpu_;
+  std::unique_ptr<CudaRoutedExperts> gpu_;
+};
+
+TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
+  for (const Shape& s : {Shape{64, 32, 8}, Shape{72, 40, 8}, Shape{256, 96, 16}}) {
+    Build(s, GpuExpertFormat::kBF16);
+    for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasGrouped,
+                                ExpertGemmPath::kAuto}) {
+      gpu_->set_path(path);
+      for (int64_t tokens : {1, 3, 17, 70, 300}) {
+        for (int64_t layer : {1, 3}) {
+          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
+              << "hidden " << s.hidden << " intermediate " << s.intermediate << " path " << int(path) << " tokens "
+              << tokens << " layer " << layer;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaExpertsTest, Fp8BlockScaledMatchesCpuOnDequantizedWeights) {
+  for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 136, 8}}) {
+    Build(s, GpuExpertFormat::kFP8Block);
+    for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kAuto}) {
+      gpu_->set_path(path);
+      for (int64_t tokens : {1, 9, 130}) {
+        EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance)
+            << "hidden " << s.hidden << " path " << int(path) << " tokens " << tokens;
+      }
+    }
+    EXPECT_EQ(gpu_->DeviceWeightBytes(), static_cast<uint64_t>(10 * 3 * s.hidden * s.intermediate) +
+                                             10 * 4 * (2 * ((s.intermediate + 127) / 128) * ((s.hidden + 127) / 128) +
+                                                       ((s.hidden + 127) / 128) * ((s.intermediate + 127) / 128)));
+  }
+}
+
+TEST_F(CudaExpertsTest, Float32StorageMatchesCpuClosely) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kF32);
+  for (int64_t tokens : {1, 40}) EXPECT_LT(Compare(1, tokens, 4), kF32Tolerance) << tokens;
+}
+
+TEST_F(CudaExpertsTest, ManySlotsUseTheGlobalPermutationScratch) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
+  gpu_->set_path(ExpertGemmPath::kAuto);
+  EXPECT_LT(Compare(1, 3000, 4), kBf16Tolerance);  // 12000 slots > 10240 staged in shared memory
+}
+
+TEST_F(CudaExpertsTest, Fp8BytesIntoBf16StorageAreDequantizedOnUpload) {
+  Shape s{64, 32, 4};
+  auto gpu = CudaRoutedExperts::Create({s.hidden, s.intermediate, s.experts, GpuExpertFormat::kBF16});
+  ASSERT_TRUE(gpu.ok());
+  LocalRoutedExperts cpu(s.hidden, s.intermediate);
+  for (int32_t e = 0; e < s.experts; ++e) {
+    MlpWeights mlp = RandomMlp(s, rng_);
+    auto gate = QuantizeFp8Block(mlp.gate_proj), up = QuantizeFp8Block(mlp.up_proj), down = QuantizeFp8Block(mlp.down_proj);
+    ASSERT_TRUE((*gpu)->SetExpertFromBytes(0, e, {DType::kF8E4M3, AsBytes(gate.values), AsBytes(up.values),
+                                                  AsBytes(down.values), AsBytes(gate.scale_inv), AsBytes(up.scale_inv),
+                                                  AsBytes(down.scale_inv)}).ok());
+    ASSERT_TRUE(cpu.AddExpert(0, e, {gate.dequantized, up.dequantized, down.dequantized}).ok());
+  }
+  Batch b = RandomBatch(5, 2, {0, 1, 2, 3}, s.hidden, rng_);
+  std::vector<float> expected(5 * s.hidden, 0.0f), actual(5 * s.hidden, 0.0f);
+  ASSERT_TRUE(cpu.Compute(b.View(0, s.hidden), expected).ok());
+  ASSERT_TRUE((*gpu)->Compute(b.View(0, s.hidden), actual).ok());
+  EXPECT_LT(RelativeNormError(actual, expected), kBf16Tolerance);
+}
+
+TEST_F(CudaExpertsTest, ErrorsAreReportedNotCrashed) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
+  Batch b = RandomBatch(4, 2, {2, 5}, 64, rng_);
+  std::vector<float> out(4 * 64, 0.0f);
+  b.ids[1] = 6;  // layer 3 holds only experts 2 and 5
+  EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound);
+  b.ids[1] = 2;
+  b.weights[2] = std::nanf("");
+  EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kInvalidArgument);
+  b.weights[2] = 0.5f;
+  EXPECT_EQ(gpu_->Compute(b.View(3, 48), out).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> short_out(10);
+  EXPECT_EQ(gpu_->Compute(b.View(3, 64), short_out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->Compute(b.View(7, 64), out).code(), absl::StatusCode::kNotFound);  // unknown layer
+  // Wrong byte counts on upload.
+  std::vector<float> small(10);
+  EXPECT_EQ(gpu_->SetExpertFromBytes(1, 0, {DType::kF32, AsBytes(small), AsBytes(small), AsBytes(small)}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->SetExpert(1, 99, RandomMlp(shape_, rng_)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(gpu_->Compute(b.View(3, 64), out).ok());
+}
+
+TEST_F(CudaExpertsTest, DeviceBatchRecordsExpertsNotHeld) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
+  const int64_t tokens = 3, top_k = 2, hidden = 64;
+  std::vector<int32_t> ids = {2, 5, 5, 7, -1, 2};  // 7 is not held in layer 3
+  std::vector<float> weights = {0.5f, 0.5f, 1.0f, 1.0f, 0.3f, 0.7f};
+  std::vector<float> x = RandomVector(tokens * hidden, rng_, 1.0f);
+  auto x_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
+  auto out_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
+  auto ids_device = cuda::DeviceBuffer::Allocate(ids.size() * 4);
+  auto weights_device = cuda::DeviceBuffer::Allocate(weights.size() * 4);
+  ASSERT_TRUE(x_device.ok() && out_device.ok() && ids_device.ok() && weights_device.ok());
+  ASSERT_TRUE(x_device->CopyFromHost(x.data(), x.size() * 4).ok());
+  ASSERT_TRUE(ids_device->CopyFromHost(ids.data(), ids.size() * 4).ok());
+  ASSERT_TRUE(weights_device->CopyFromHost(weights.data(), weights.size() * 4).ok());
+  DeviceExpertBatch batch{3, tokens, top_k, x_device->as<float>(), ids_device->as<int32_t>(),
+                          weights_device->as<float>(), out_device->as<float>(), false};
+  ASSERT_TRUE(gpu_->ComputeOnDevice(batch, nullptr).ok());
+  EXPECT_EQ(gpu_->DeviceErrors(nullptr).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(gpu_->DeviceErrors(nullptr).ok());  // the flag was reset
+  // The slots that were held were computed: token 0 = 0.5 E2(x0) + 0.5 E5(x0) as on the CPU.
+  std::vector<float> out(x.size());
+  ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+  RoutedExpertBatch first{3, 1, hidden, top_k, std::span(x.data(), hidden), std::span(ids.data(), 2),
+                          std::span(weights.data(), 2)};
+  std::vector<float> expected(hidden, 0.0f);
+  ASSERT_TRUE(cpu_->Compute(first, expected).ok());
+  EXPECT_LT(RelativeNormError(std::span(out.data(), hidden), expected), kBf16Tolerance);
+}
+
+}  // namespace
+}  // namespace expertmesh

@@ -70,6 +70,10 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
 
+  // Multi-token-prediction modules stored after the main layers (DeepSeek-V3: 1, as layer 61).
+  // Not used for next-token logits; counted by the memory plan.
+  int64_t num_nextn_predict_layers = 0;
+
   // Optional FP8 block quantization ("quantization_config": {"quant_method": "fp8", ...}).
   bool fp8_block_quantized = false;
   int64_t fp8_block_rows = 128;

@@ -36,7 +36,7 @@ DeepseekModel::DeepseekModel(const ModelConfig& config, ModelWeights weights, Ro
       backend_(backend),
       rope_(std::move(rope)) {
   attention_ = std::make_unique<MlaAttention>(config_, rope_, backend_,
-                                              MlaSoftmaxScale(config_, options_.v2_applies_yarn_mscale));
+                                              MlaSoftmaxScale(config_));
 }
 
 LatentKvCache DeepseekModel::NewCache() const {

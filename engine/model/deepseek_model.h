@@ -30,9 +30,6 @@ namespace expertmesh {
 struct ModelOptions {
   AttentionAlgorithm prefill_attention = AttentionAlgorithm::kNaive;
   AttentionAlgorithm decode_attention = AttentionAlgorithm::kAbsorbed;
-  // deepseek_v2 only: also scale the softmax by YaRN's mscale(mscale_all_dim)^2 as DeepSeek's own
-  // V2 code does. transformers' DeepseekV2Attention does not, so the default matches it.
-  bool v2_applies_yarn_mscale = false;
   // 1: the whole step goes through each layer at once. 2: the step's sequences are split into
   // two micro-batches of about equal token counts whose layers interleave, so that the routed
   // experts of one run while the other computes attention. Same results either way.

@@ -12,10 +12,9 @@
 
 namespace expertmesh {
 
-double MlaSoftmaxScale(const ModelConfig& config, bool v2_applies_yarn_mscale) {
+double MlaSoftmaxScale(const ModelConfig& config) {
   double scale = 1.0 / std::sqrt(static_cast<double>(config.qk_head_dim()));
-  const bool applies = config.model_type != "deepseek_v2" || v2_applies_yarn_mscale;
-  if (config.yarn && config.yarn->mscale_all_dim != 0.0 && applies) {
+  if (config.yarn && config.yarn->mscale_all_dim != 0.0) {
     const double mscale = ops::YarnMscale(config.yarn->factor, config.yarn->mscale_all_dim);
     scale *= mscale * mscale;
   }

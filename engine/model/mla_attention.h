@@ -30,10 +30,10 @@ struct AttentionSequence {
   LatentKvCache* cache = nullptr;  // positions continue from cache->length()
 };
 
-// qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 when YaRN sets mscale_all_dim and the
-// model applies it: transformers' DeepseekV3Attention and DeepSeek's code do; transformers'
-// DeepseekV2Attention does not (so for deepseek_v2 it applies only if `v2_applies_yarn_mscale`).
-double MlaSoftmaxScale(const ModelConfig& config, bool v2_applies_yarn_mscale = false);
+// qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 when YaRN sets mscale_all_dim, for V2
+// and V3 alike: DeepSeek's code and transformers 5.x's DeepseekV2/V3Attention all do (the V2
+// conformance fixtures from transformers 5.17 differ by ~0.4 in the logits without it).
+double MlaSoftmaxScale(const ModelConfig& config);
 
 // RoPE settings of a config: YaRN, table size, and channel pairing (interleaved for deepseek_v2
 // and for rope_interleave=true, else rotate_half's split halves).

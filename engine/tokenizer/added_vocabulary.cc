@@ -83,11 +83,14 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const Json& config, co
     vocabulary.id_limit_ = std::max(vocabulary.id_limit_, token.id + 1);
     needs_word_boundaries |= token.single_word;
     Matcher& matcher = token.normalized ? vocabulary.normalized_ : vocabulary.non_normalized_;
-    matcher[static_cast<unsigned char>(token.content[0])].push_back(index);
+    const auto first_byte = static_cast<unsigned char>(token.content[0]);
+    matcher.by_first_byte[first_byte].push_back(index);
+    matcher.is_first_byte[first_byte] = true;
+    matcher.empty = false;
     vocabulary.tokens_.push_back(std::move(token));
   }
   for (Matcher* matcher : {&vocabulary.non_normalized_, &vocabulary.normalized_}) {
-    for (std::vector<int32_t>& bucket : *matcher) {
+    for (std::vector<int32_t>& bucket : matcher->by_first_byte) {
       std::stable_sort(bucket.begin(), bucket.end(), [&](int32_t a, int32_t b) {
         return vocabulary.tokens_[a].content.size() > vocabulary.tokens_[b].content.size();
       });
@@ -104,9 +107,14 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const Json& config, co
 std::vector<AddedVocabulary::Match> AddedVocabulary::FindLeftmostLongest(const Matcher& matcher,
                                                                          std::string_view text) const {
   std::vector<Match> matches;
+  if (matcher.empty) return matches;
   size_t position = 0;
   while (position < text.size()) {
-    const std::vector<int32_t>& bucket = matcher[static_cast<unsigned char>(text[position])];
+    if (!matcher.is_first_byte[static_cast<unsigned char>(text[position])]) {
+      ++position;
+      continue;
+    }
+    const std::vector<int32_t>& bucket = matcher.by_first_byte[static_cast<unsigned char>(text[position])];
     bool found = false;
     for (int32_t index : bucket) {  // longest first
       const std::string& content = tokens_[index].content;
@@ -177,6 +185,7 @@ std::vector<TextSegment> AddedVocabulary::Split(std::string_view text) const {
   std::vector<TextSegment> first_pass;
   if (text.empty()) return first_pass;
   SplitWith(non_normalized_, text, &first_pass);
+  if (normalized_.empty) return first_pass;
   std::vector<TextSegment> segments;
   segments.reserve(first_pass.size());
   for (const TextSegment& segment : first_pass) {

@@ -53,7 +53,11 @@ class AddedVocabulary {
 
  private:
   // Candidate tokens (indices into tokens_) grouped by first byte, longest first.
-  using Matcher = std::array<std::vector<int32_t>, 256>;
+  struct Matcher {
+    std::array<std::vector<int32_t>, 256> by_first_byte;
+    std::array<bool, 256> is_first_byte{};  // some token starts with this byte
+    bool empty = true;
+  };
   struct Match {
     size_t start, end;
     int32_t token_index;

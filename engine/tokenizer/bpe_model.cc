@@ -2,9 +2,11 @@
 // mirroring HF tokenizers' Word::merge_all, stale entries skipped).
 #include "engine/tokenizer/bpe_model.h"
 
-#include <queue>
+#include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/json_fields.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -42,7 +44,7 @@ absl::Status ParseMerge(const Json& entry, const std::string& path, std::string*
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& config) {
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& config, bool byte_level_input) {
   if (!config.is_object()) return FieldError("model", "is missing or not an object");
   if (const Json* type = FindMember(config, "type"); type != nullptr) {
     if (!type->is_string()) return FieldError("model.type", "must be a string");
@@ -141,6 +143,12 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& config)
     }
     model->merges_[PairKey(*left_id, *right_id)] = Merge{rank++, *merged_id};
   }
+  model->byte_level_input_ = byte_level_input;
+  for (int byte = 0; byte < 256; ++byte) {
+    std::string character;
+    AppendByteLevelEncoded(std::string_view(reinterpret_cast<const char*>(&byte), 1), &character);
+    model->byte_ids_[byte] = model->TokenToId(character).value_or(-1);
+  }
   return model;
 }
 
@@ -167,8 +175,9 @@ std::vector<int32_t> BpeModel::MergeWord(std::string_view word) const {
     int32_t next;      // index of the next live symbol, -1 at the end
     bool live;
   };
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+  // Scratch space reused across words on this thread (most words are short; allocation would dominate).
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   auto add = [&](int32_t id) {
     const auto index = static_cast<int32_t>(symbols.size());
     if (index > 0) symbols.back().next = index;
@@ -178,10 +187,16 @@ std::vector<int32_t> BpeModel::MergeWord(std::string_view word) const {
   bool pending_unk = false;
   size_t position = 0;
   while (position < word.size()) {
-    size_t length = 0;
-    DecodeCodePoint(word, position, &length);
-    std::optional<int32_t> id = TokenToId(word.substr(position, length));
-    position += length;
+    std::optional<int32_t> id;
+    if (byte_level_input_) {
+      const int32_t byte_id = byte_ids_[static_cast<unsigned char>(word[position++])];
+      if (byte_id >= 0) id = byte_id;
+    } else {
+      size_t length = 0;
+      DecodeCodePoint(word, position, &length);
+      id = TokenToId(word.substr(position, length));
+      position += length;
+    }
     if (id) {
       if (pending_unk) add(*unk_id_);
       pending_unk = false;
@@ -202,15 +217,21 @@ std::vector<int32_t> BpeModel::MergeWord(std::string_view word) const {
       return rank != other.rank ? rank > other.rank : position > other.position;
     }
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
+  thread_local std::vector<Candidate> heap;  // min-heap on (rank, position)
+  heap.clear();
+  auto push = [](const Candidate& candidate) {
+    heap.push_back(candidate);
+    std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+  };
   for (size_t i = 0; i + 1 < symbols.size(); ++i) {
     if (const Merge* merge = FindMerge(symbols[i].id, symbols[i + 1].id)) {
-      queue.push({merge->rank, static_cast<int32_t>(i), merge->new_id});
+      push({merge->rank, static_cast<int32_t>(i), merge->new_id});
     }
   }
-  while (!queue.empty()) {
-    const Candidate top = queue.top();
-    queue.pop();
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+    const Candidate top = heap.back();
+    heap.pop_back();
     Symbol& current = symbols[top.position];
     if (!current.live || current.next < 0) continue;
     const int32_t right_index = current.next;
@@ -222,12 +243,12 @@ std::vector<int32_t> BpeModel::MergeWord(std::string_view word) const {
     if (current.next >= 0) symbols[current.next].previous = top.position;
     if (current.previous >= 0) {
       if (const Merge* left = FindMerge(symbols[current.previous].id, current.id)) {
-        queue.push({left->rank, current.previous, left->new_id});
+        push({left->rank, current.previous, left->new_id});
       }
     }
     if (current.next >= 0) {
       if (const Merge* right = FindMerge(current.id, symbols[current.next].id)) {
-        queue.push({right->rank, top.position, right->new_id});
+        push({right->rank, top.position, right->new_id});
       }
     }
   }
@@ -239,27 +260,40 @@ std::vector<int32_t> BpeModel::MergeWord(std::string_view word) const {
   return ids;
 }
 
-void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const {
-  if (word.empty()) return;
-  if (ignore_merges_) {
-    if (std::optional<int32_t> id = TokenToId(word)) {
-      ids->push_back(*id);
-      return;
-    }
-  }
+void BpeModel::Tokenize(std::span<const std::string_view> words, std::vector<int32_t>* ids) const {
+  // Words computed in this call, inserted into the shared cache at the end under one lock.
+  absl::flat_hash_map<std::string, std::vector<int32_t>> computed;
   {
     absl::ReaderMutexLock lock(&cache_mutex_);
-    auto it = cache_.find(tokenizer_json::AsAbsl(word));
-    if (it != cache_.end()) {
-      ids->insert(ids->end(), it->second.begin(), it->second.end());
-      return;
+    for (std::string_view word : words) {
+      if (word.empty()) continue;
+      if (ignore_merges_) {
+        std::string token;
+        if (byte_level_input_) AppendByteLevelEncoded(word, &token);
+        if (std::optional<int32_t> id = TokenToId(byte_level_input_ ? std::string_view(token) : word)) {
+          ids->push_back(*id);
+          continue;
+        }
+      }
+      const auto key = tokenizer_json::AsAbsl(word);
+      auto cached = cache_.find(key);
+      if (cached == cache_.end()) {
+        cached = computed.find(key);
+        if (cached == computed.end()) {
+          std::vector<int32_t> merged = MergeWord(word);
+          ids->insert(ids->end(), merged.begin(), merged.end());
+          if (word.size() < kCacheMaxWordBytes) computed.emplace(key, std::move(merged));
+          continue;
+        }
+      }
+      ids->insert(ids->end(), cached->second.begin(), cached->second.end());
     }
   }
-  std::vector<int32_t> merged = MergeWord(word);
-  ids->insert(ids->end(), merged.begin(), merged.end());
-  if (word.size() < kCacheMaxWordBytes) {
-    absl::MutexLock lock(&cache_mutex_);
-    if (cache_.size() < kCacheCapacity) cache_.emplace(word, std::move(merged));
+  if (computed.empty()) return;
+  absl::MutexLock lock(&cache_mutex_);
+  for (auto& [word, merged] : computed) {
+    if (cache_.size() >= kCacheCapacity) break;
+    cache_.emplace(word, std::move(merged));
   }
 }
 

@@ -182,52 +182,80 @@ absl::Status PreTokenizer::AddSteps(const Json& config, const std::string& path,
   return absl::OkStatus();
 }
 
-absl::Status PreTokenizer::ApplyStep(const Step& step, std::vector<std::string>& pieces) {
-  std::vector<std::string> next;
-  next.reserve(pieces.size() * 2);
+absl::Status PreTokenizer::SplitWords(const Step& step, PreTokenizedText& text) {
+  if (!step.pattern) return absl::OkStatus();
+  std::vector<std::pair<size_t, size_t>> next;
+  next.reserve(text.words.size() * 2);
   std::vector<std::pair<size_t, size_t>> matches;
-  std::string prefixed;
-  for (const std::string& piece : pieces) {
-    std::string_view text = piece;
-    if (step.kind == Step::Kind::kByteLevel && step.add_prefix_space && text.front() != ' ') {
-      prefixed.clear();
-      prefixed.push_back(' ');
-      prefixed.append(text);
-      text = prefixed;
-    }
-    std::vector<std::pair<size_t, size_t>> ranges;
-    if (step.pattern) {
-      matches.clear();
-      absl::Status status = step.pattern->FindMatches(text, &matches);
-      if (!status.ok()) return status;
-      ranges = SplitRanges(text.size(), matches, step.behavior, step.invert);
-    } else {
-      ranges.emplace_back(0, text.size());
-    }
-    for (const auto& [start, end] : ranges) {
-      if (step.kind == Step::Kind::kByteLevel) {
-        std::string encoded;
-        encoded.reserve((end - start) * 2);
-        AppendByteLevelEncoded(text.substr(start, end - start), &encoded);
-        next.push_back(std::move(encoded));
-      } else {
-        next.emplace_back(text.substr(start, end - start));
+  const std::string_view buffer = text.buffer;
+  for (const auto& [word_start, word_end] : text.words) {
+    const std::string_view word = buffer.substr(word_start, word_end - word_start);
+    matches.clear();
+    absl::Status status = step.pattern->FindMatches(word, &matches);
+    if (!status.ok()) return status;
+    if (step.behavior == SplitBehavior::kIsolated && !step.invert) {
+      // Fast path for the common case: matches and the gaps between them, all kept.
+      size_t previous = 0;
+      for (const auto& [start, end] : matches) {
+        if (previous < start) next.emplace_back(word_start + previous, word_start + start);
+        if (start < end) next.emplace_back(word_start + start, word_start + end);
+        previous = end;
       }
+      if (previous < word.size()) next.emplace_back(word_start + previous, word_end);
+      continue;
+    }
+    for (const auto& [start, end] : SplitRanges(word.size(), matches, step.behavior, step.invert)) {
+      next.emplace_back(word_start + start, word_start + end);
     }
   }
-  pieces = std::move(next);
+  text.words = std::move(next);
   return absl::OkStatus();
 }
 
-absl::Status PreTokenizer::Apply(std::string_view text, std::vector<std::string>* words) const {
-  std::vector<std::string> pieces;
-  if (!text.empty()) pieces.emplace_back(text);
-  for (const Step& step : steps_) {
-    absl::Status status = ApplyStep(step, pieces);
+absl::Status PreTokenizer::ApplyByteLevel(const Step& step, bool last_step, PreTokenizedText& text) {
+  if (step.add_prefix_space) {
+    // HF prepends a space to every word that does not start with one.
+    std::string buffer;
+    buffer.reserve(text.buffer.size() + text.words.size());
+    for (auto& [start, end] : text.words) {
+      const size_t new_start = buffer.size();
+      if (text.buffer[start] != ' ') buffer.push_back(' ');
+      buffer.append(text.buffer, start, end - start);
+      start = new_start;
+      end = buffer.size();
+    }
+    text.buffer = std::move(buffer);
+  }
+  absl::Status status = SplitWords(step, text);
+  if (!status.ok()) return status;
+  if (last_step) return absl::OkStatus();  // the model maps raw bytes itself
+  std::string mapped;
+  mapped.reserve(text.buffer.size() * 2);
+  for (auto& [start, end] : text.words) {
+    const size_t new_start = mapped.size();
+    AppendByteLevelEncoded(std::string_view(text.buffer).substr(start, end - start), &mapped);
+    start = new_start;
+    end = mapped.size();
+  }
+  text.buffer = std::move(mapped);
+  return absl::OkStatus();
+}
+
+absl::Status PreTokenizer::Apply(std::string_view text, PreTokenizedText* out) const {
+  out->buffer.assign(text.data(), text.size());
+  out->words.clear();
+  if (!text.empty()) out->words.emplace_back(0, text.size());
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const Step& step = steps_[i];
+    absl::Status status = step.kind == Step::Kind::kByteLevel ? ApplyByteLevel(step, i + 1 == steps_.size(), *out)
+                                                              : SplitWords(step, *out);
     if (!status.ok()) return status;
   }
-  for (std::string& piece : pieces) words->push_back(std::move(piece));
   return absl::OkStatus();
+}
+
+bool PreTokenizer::ends_with_byte_level() const {
+  return !steps_.empty() && steps_.back().kind == Step::Kind::kByteLevel;
 }
 
 }  // namespace expertmesh

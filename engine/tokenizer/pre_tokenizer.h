@@ -32,13 +32,28 @@ std::vector<std::pair<size_t, size_t>> SplitRanges(size_t text_size,
                                                    const std::vector<std::pair<size_t, size_t>>& matches,
                                                    SplitBehavior behavior, bool invert);
 
+// The words of one text: byte ranges into `buffer`, which holds the text as the steps left it
+// (a ByteLevel step with add_prefix_space rewrites it).
+struct PreTokenizedText {
+  std::string buffer;
+  std::vector<std::pair<size_t, size_t>> words;  // [start, end) in buffer
+  std::string_view word(size_t index) const {
+    return std::string_view(buffer).substr(words[index].first, words[index].second - words[index].first);
+  }
+};
+
 class PreTokenizer {
  public:
   // `config` is the "pre_tokenizer" value of tokenizer.json (null: no pre-tokenization).
   static absl::StatusOr<PreTokenizer> FromJson(const nlohmann::json& config);
 
   // Splits `text` (valid UTF-8, not an added token) into the words the model tokenizes.
-  absl::Status Apply(std::string_view text, std::vector<std::string>* words) const;
+  absl::Status Apply(std::string_view text, PreTokenizedText* out) const;
+
+  // True when the last step is ByteLevel. Its words are then left as raw bytes and the model
+  // reads them through the byte-level alphabet (BpeModel's byte-level input), which saves
+  // re-encoding every word; otherwise words are already in the model's alphabet.
+  bool ends_with_byte_level() const;
 
  private:
   struct Step {
@@ -50,7 +65,10 @@ class PreTokenizer {
     bool add_prefix_space = false;  // ByteLevel
   };
   static absl::Status AddSteps(const nlohmann::json& config, const std::string& path, std::vector<Step>* steps);
-  static absl::Status ApplyStep(const Step& step, std::vector<std::string>& pieces);
+  // Splits every word of `text` by the step's pattern.
+  static absl::Status SplitWords(const Step& step, PreTokenizedText& text);
+  // ByteLevel: prefix space, GPT-2 split, and (unless it is the last step) the byte-level alphabet.
+  static absl::Status ApplyByteLevel(const Step& step, bool last_step, PreTokenizedText& text);
 
   std::vector<Step> steps_;
 };

@@ -27,6 +27,13 @@ struct MatchDataDeleter {
   void operator()(pcre2_match_data* data) const { pcre2_match_data_free(data); }
 };
 
+// One match-data block per thread, reused by every pattern: only the whole-match offsets are
+// read, so one ovector pair suffices (PCRE2 then returns 0 for patterns with groups).
+pcre2_match_data* ThreadMatchData() {
+  thread_local std::unique_ptr<pcre2_match_data, MatchDataDeleter> data(pcre2_match_data_create(1, nullptr));
+  return data.get();
+}
+
 }  // namespace
 
 RegexPattern::RegexPattern(std::unique_ptr<Code> code, std::string source)
@@ -54,9 +61,8 @@ absl::StatusOr<RegexPattern> RegexPattern::Compile(std::string_view pattern, boo
 
 absl::Status RegexPattern::FindMatches(std::string_view text,
                                        std::vector<std::pair<size_t, size_t>>* matches) const {
-  std::unique_ptr<pcre2_match_data, MatchDataDeleter> data(
-      pcre2_match_data_create_from_pattern(code_->code, nullptr));
-  if (!data) return absl::ResourceExhaustedError("out of memory for regex match data");
+  pcre2_match_data* data = ThreadMatchData();
+  if (data == nullptr) return absl::ResourceExhaustedError("out of memory for regex match data");
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t search_from = 0;
   bool have_previous = false;
@@ -64,18 +70,18 @@ absl::Status RegexPattern::FindMatches(std::string_view text,
   while (search_from <= text.size()) {
     // The text was validated once up front, so skip PCRE2's per-call UTF check (which would make
     // the iteration quadratic).
-    int rc = pcre2_match(code_->code, subject, text.size(), search_from, PCRE2_NO_UTF_CHECK, data.get(),
-                         nullptr);
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-      rc = pcre2_match(code_->code, subject, text.size(), search_from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                       data.get(), nullptr);
+    int rc = code_->jit ? pcre2_jit_match(code_->code, subject, text.size(), search_from, 0, data, nullptr)
+                        : pcre2_match(code_->code, subject, text.size(), search_from, PCRE2_NO_UTF_CHECK, data, nullptr);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // deep backtracking: the interpreter keeps its frames on the heap
+      rc = pcre2_match(code_->code, subject, text.size(), search_from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data,
+                       nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       return absl::ResourceExhaustedError(
           absl::StrCat("regex '", source_, "' failed on a ", text.size(), "-byte piece: ", ErrorText(rc)));
     }
-    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     const size_t start = ovector[0];
     const size_t end = ovector[1];
     if (start == end && have_previous && previous_end == end) {

@@ -74,23 +74,24 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     if (!supported.ok()) return supported;
 
     auto tokenizer = std::unique_ptr<Tokenizer>(new Tokenizer());
+    const Json null_value;
+    const Json* pre = FindMember(root, "pre_tokenizer");
+    absl::StatusOr<PreTokenizer> pre_tokenizer = PreTokenizer::FromJson(pre ? *pre : null_value);
+    if (!pre_tokenizer.ok()) return pre_tokenizer.status();
+    tokenizer->pre_tokenizer_ = *std::move(pre_tokenizer);
+
     const Json* model = FindMember(root, "model");
     if (model == nullptr) return FieldError("model", "is missing");
-    absl::StatusOr<std::unique_ptr<BpeModel>> bpe = BpeModel::FromJson(*model);
+    absl::StatusOr<std::unique_ptr<BpeModel>> bpe =
+        BpeModel::FromJson(*model, /*byte_level_input=*/tokenizer->pre_tokenizer_.ends_with_byte_level());
     if (!bpe.ok()) return bpe.status();
     tokenizer->model_ = *std::move(bpe);
 
-    const Json null_value;
     const Json* added = FindMember(root, "added_tokens");
     absl::StatusOr<AddedVocabulary> added_tokens =
         AddedVocabulary::FromJson(added ? *added : null_value, *tokenizer->model_);
     if (!added_tokens.ok()) return added_tokens.status();
     tokenizer->added_tokens_ = *std::move(added_tokens);
-
-    const Json* pre = FindMember(root, "pre_tokenizer");
-    absl::StatusOr<PreTokenizer> pre_tokenizer = PreTokenizer::FromJson(pre ? *pre : null_value);
-    if (!pre_tokenizer.ok()) return pre_tokenizer.status();
-    tokenizer->pre_tokenizer_ = *std::move(pre_tokenizer);
 
     // Per-id decoded bytes; ids are dense up to the largest model or added id.
     Tokenizer& t = *tokenizer;
@@ -138,16 +139,18 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("text to encode is not valid UTF-8");
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  std::vector<std::string> words;
+  PreTokenizedText pre_tokenized;
+  std::vector<std::string_view> words;
   for (const TextSegment& segment : added_tokens_.Split(text)) {
     if (segment.token_id >= 0) {
       ids.push_back(segment.token_id);
       continue;
     }
-    words.clear();
-    absl::Status status = pre_tokenizer_.Apply(segment.text, &words);
+    absl::Status status = pre_tokenizer_.Apply(segment.text, &pre_tokenized);
     if (!status.ok()) return status;
-    for (const std::string& word : words) model_->Tokenize(word, &ids);
+    words.clear();
+    for (size_t i = 0; i < pre_tokenized.words.size(); ++i) words.push_back(pre_tokenized.word(i));
+    model_->Tokenize(words, &ids);
   }
   return post_processor_.Process(std::move(ids), add_special_tokens);
 }

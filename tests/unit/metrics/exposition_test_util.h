@@ -1,0 +1,34 @@
+// Test helpers for metrics: a minimal HTTP/1.1 GET over a loopback socket (to scrape a real
+// MetricsServer) and a parser of the Prometheus text exposition format into samples.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace expertmesh::metrics::testing {
+
+struct HttpResponse {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+// GET http://127.0.0.1:<port><path>; the whole response (Connection: close).
+absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path);
+
+// Samples by series key: name{label="value",...} with labels sorted by name (as written by
+// SeriesKey). TYPE lines are kept in `types` (metric name -> type).
+struct Exposition {
+  std::map<std::string, double> samples;
+  std::map<std::string, std::string> types;
+  std::optional<double> Value(const std::string& key) const;
+};
+absl::StatusOr<Exposition> ParseExposition(const std::string& text);
+
+// name{a="1",b="2"} from pairs, sorted by label name.
+std::string SeriesKey(const std::string& name, std::map<std::string, std::string> labels = {});
+
+}  // namespace expertmesh::metrics::testing

@@ -46,8 +46,8 @@ absl::StatusOr<RegexPattern> RegexPattern::Compile(std::string_view pattern, boo
                                                    std::string_view field_path) {
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal) options |= PCRE2_LITERAL;
+  // UCP makes \s, \w, \d Unicode-aware like Oniguruma's; PCRE2 refuses it with LITERAL.
+  const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
   auto code = std::make_unique<Code>();
   code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,
                              &error_code, &error_offset, nullptr);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/cli/command_line.h"
 #include "engine/model/generator.h"
 #include "engine/model/weight_loader.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -160,6 +161,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "expertmesh-generate --model DIR (--prompt TEXT | --ids 1,2,3) [--max-new-tokens N] "
       "[--temperature T --top-p P --seed S] [--logits-json FILE]");
+  expertmesh::AcceptDashedFlagNames(argc, argv);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "error: unexpected argument '" << positional[1] << "'\n";

@@ -52,6 +52,13 @@ absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& host, con
   return std::vector<std::string>(addresses.begin(), addresses.end());
 }
 
+template <typename Group>
+std::vector<std::string> ReplicaAddresses(const Group& group) {
+  std::vector<std::string> addresses;
+  for (const auto* replica : group.replicas) addresses.push_back(replica->address());
+  return addresses;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ResolveShardAddresses(const std::string& spec) {
@@ -103,6 +110,7 @@ absl::StatusOr<std::unique_ptr<ExpertFanout>> ExpertFanout::Create(const ModelCo
     fanout->connections_.push_back(std::move(connection));
   }
   EXPERTMESH_RETURN_IF_ERROR(fanout->BuildPlacement(config));
+  EXPERTMESH_RETURN_IF_ERROR(fanout->CheckWeightSets());
   fanout->reconnector_ = std::thread([raw = fanout.get()] { raw->ReconnectLoop(); });
   return fanout;
 }
@@ -173,6 +181,39 @@ void ExpertFanout::ReconnectLoop() {
   }
 }
 
+absl::Status ExpertFanout::CheckWeightSets() {
+  std::vector<std::string> seen;
+  for (const auto& connection : connections_) {
+    const v1::WeightSetInfo* default_set = nullptr;
+    for (const auto& weight_set : connection->description().weight_sets()) {
+      if (weight_set.is_default()) default_set = &weight_set;
+    }
+    if (default_set == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("expert shard ", connection->address(),
+                                                        " reports no default weight set"));
+    }
+    seen.push_back(absl::StrCat(connection->address(), ": ", default_set->name(), " v", default_set->version()));
+    if (connection == connections_.front()) {
+      default_weight_set_ = *default_set;
+    } else if (default_set->name() != default_weight_set_.name() ||
+               default_set->version() != default_weight_set_.version()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("expert shards serve different default weight sets (", absl::StrJoin(seen, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int ExpertFanout::num_unreachable_groups() const {
+  int unreachable = 0;
+  for (const auto& group : groups_) {
+    bool any = false;
+    for (const ShardConnection* replica : group->replicas) any |= replica->healthy();
+    unreachable += !any;
+  }
+  return unreachable;
+}
+
 int ExpertFanout::num_healthy_replicas() const {
   int healthy = 0;
   for (const auto& connection : connections_) healthy += connection->healthy();
@@ -185,27 +226,85 @@ std::vector<std::string> ExpertFanout::addresses() const {
   return result;
 }
 
+struct ExpertFanout::GroupCall {
+  int group = 0;                // index into groups_
+  std::vector<int64_t> tokens;  // batch rows this group serves, ascending
+  v1::ExpertRequest request;
+  std::vector<bool> tried;      // per replica of the group
+  ShardConnection* replica = nullptr;
+  std::future<absl::StatusOr<v1::ExpertReply>> reply;
+};
+
+struct ExpertFanout::Call {
+  RoutedExpertBatch batch;
+  std::span<float> output;
+  std::chrono::steady_clock::time_point deadline;
+  std::vector<GroupCall> groups;  // ascending group index
+};
+
 absl::Status ExpertFanout::Compute(const RoutedExpertBatch& batch, std::span<float> output) {
+  return ComputeAsync(batch, output).get();
+}
+
+std::future<absl::Status> ExpertFanout::ComputeAsync(const RoutedExpertBatch& batch, std::span<float> output) {
+  auto call = std::make_shared<Call>();
+  call->batch = batch;
+  call->output = output;
+  call->deadline = std::min(batch.deadline, std::chrono::steady_clock::now() + options_.layer_timeout);
+  if (absl::Status started = Start(*call); !started.ok()) {
+    std::promise<absl::Status> failed;
+    failed.set_value(started);
+    return failed.get_future();
+  }
+  // Replies arrive on the connections' reader threads; the gather runs when the caller waits.
+  return std::async(std::launch::deferred, [this, call] { return Gather(*call); });
+}
+
+bool ExpertFanout::SendToNextReplica(Call& call, GroupCall& group) {
+  ShardGroup& shard_group = *groups_[group.group];
+  const size_t replicas = shard_group.replicas.size();
+  const uint32_t start = shard_group.next_replica.fetch_add(1);
+  for (size_t offset = 0; offset < replicas; ++offset) {
+    const size_t index = (start + offset) % replicas;
+    ShardConnection* replica = shard_group.replicas[index];
+    if (group.tried[index] || !replica->healthy()) continue;
+    group.tried[index] = true;
+    const auto remaining = std::chrono::duration_cast<std::chrono::microseconds>(
+        call.deadline - std::chrono::steady_clock::now());
+    group.request.set_timeout_micros(static_cast<uint64_t>(std::max<int64_t>(remaining.count(), 1)));
+    group.replica = replica;
+    group.reply = replica->Send(group.request);
+    return true;
+  }
+  return false;
+}
+
+absl::Status ExpertFanout::Start(Call& call) {
+  const RoutedExpertBatch& batch = call.batch;
   if (batch.layer < 0 || batch.layer >= static_cast<int64_t>(group_of_expert_.size()) ||
       group_of_expert_[batch.layer].empty()) {
     return absl::InvalidArgumentError(absl::StrCat("layer ", batch.layer, " is not an MoE layer"));
   }
-  const auto& group_of_expert = group_of_expert_[batch.layer];
   const int64_t hidden = batch.hidden_size;
   const int64_t slots = batch.top_k;
+  if (slots < 1 || static_cast<int64_t>(batch.activations.size()) != batch.num_tokens * hidden ||
+      static_cast<int64_t>(batch.expert_ids.size()) != batch.num_tokens * slots ||
+      static_cast<int64_t>(batch.gate_weights.size()) != batch.num_tokens * slots ||
+      static_cast<int64_t>(call.output.size()) != batch.num_tokens * hidden) {
+    return absl::InvalidArgumentError("expert batch sizes are inconsistent");
+  }
+  const auto& group_of_expert = group_of_expert_[batch.layer];
 
   // Per group: the tokens it serves and, per token, its slots (other groups' slots are -1).
-  struct GroupWork {
-    std::vector<int64_t> tokens;
-    v1::ExpertRequest request;
-  };
-  std::map<int, GroupWork> work;
+  std::map<int, GroupCall> work;
   for (int64_t token = 0; token < batch.num_tokens; ++token) {
     for (int64_t slot = 0; slot < slots; ++slot) {
       const int32_t expert = batch.expert_ids[token * slots + slot];
       if (expert < 0) continue;
       if (expert >= num_experts_) return absl::InvalidArgumentError(absl::StrCat("expert id ", expert, " out of range"));
-      GroupWork& group = work[group_of_expert[expert]];
+      const int group_index = group_of_expert[expert];
+      GroupCall& group = work[group_index];
+      group.group = group_index;
       if (group.tokens.empty() || group.tokens.back() != token) {
         group.tokens.push_back(token);
         for (int64_t s = 0; s < slots; ++s) {
@@ -218,32 +317,6 @@ absl::Status ExpertFanout::Compute(const RoutedExpertBatch& batch, std::span<flo
       group.request.set_gate_weights(row * slots + slot, batch.gate_weights[token * slots + slot]);
     }
   }
-
-  struct InFlight {
-    int group;
-    size_t replica_attempt;
-    std::future<absl::StatusOr<v1::ExpertReply>> reply;
-  };
-  std::vector<InFlight> in_flight;
-  auto send = [&](int group_index, GroupWork& group, size_t attempt) -> bool {
-    ShardGroup& shard_group = *groups_[group_index];
-    const size_t replicas = shard_group.replicas.size();
-    const uint32_t start = shard_group.next_replica.fetch_add(1);
-    for (size_t tried = attempt; tried < replicas; ++tried) {
-      ShardConnection* replica = shard_group.replicas[(start + tried) % replicas];
-      if (!replica->healthy()) continue;
-      in_flight.push_back({group_index, tried + 1, replica->Send(group.request)});
-      return true;
-    }
-    return false;
-  };
-  auto unavailable = [&](int group_index, const std::string& last_error) {
-    std::vector<std::string> replicas;
-    for (auto* replica : groups_[group_index]->replicas) replicas.push_back(replica->address());
-    return absl::UnavailableError(absl::StrCat("no healthy expert shard for layer ", batch.layer, " (replicas ",
-                                               absl::StrJoin(replicas, ", "), ")",
-                                               last_error.empty() ? "" : ": ", last_error));
-  };
 
   std::vector<float> token_rows;
   for (auto& [group_index, group] : work) {
@@ -258,30 +331,43 @@ absl::Status ExpertFanout::Compute(const RoutedExpertBatch& batch, std::span<flo
     group.request.set_slots_per_token(static_cast<uint32_t>(slots));
     group.request.set_dtype(options_.wire_dtype);
     EXPERTMESH_RETURN_IF_ERROR(rpc::EncodeTensor(token_rows, options_.wire_dtype, group.request.mutable_activations()));
-    if (!send(group_index, group, 0)) return unavailable(group_index, "");
+    group.tried.assign(groups_[group_index]->replicas.size(), false);
+    call.groups.push_back(std::move(group));
   }
+  for (GroupCall& group : call.groups) {
+    if (!SendToNextReplica(call, group)) {
+      return absl::UnavailableError(absl::StrCat("no healthy expert shard for layer ", batch.layer, " (replicas ",
+                                                 absl::StrJoin(ReplicaAddresses(*groups_[group.group]), ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
 
-  const auto deadline = std::chrono::steady_clock::now() + options_.layer_timeout;
+absl::Status ExpertFanout::Gather(Call& call) {
+  const int64_t hidden = call.batch.hidden_size;
   std::vector<float> reply_rows;
-  for (size_t i = 0; i < in_flight.size(); ++i) {
-    if (in_flight[i].reply.wait_until(deadline) != std::future_status::ready) {
-      return absl::DeadlineExceededError(absl::StrCat("expert round trip for layer ", batch.layer, " exceeded ",
-                                                      options_.layer_timeout.count(), " ms"));
-    }
-    absl::StatusOr<v1::ExpertReply> reply = in_flight[i].reply.get();
-    GroupWork& group = work[in_flight[i].group];
-    if (!reply.ok()) {
-      // A broken replica: fail over to the next healthy replica of the same group.
-      if (reply.status().code() == absl::StatusCode::kUnavailable) {
-        if (send(in_flight[i].group, group, in_flight[i].replica_attempt)) continue;
-        return unavailable(in_flight[i].group, std::string(reply.status().message()));
+  for (GroupCall& group : call.groups) {
+    absl::StatusOr<v1::ExpertReply> reply;
+    while (true) {
+      if (group.reply.wait_until(call.deadline) != std::future_status::ready) {
+        return absl::DeadlineExceededError(absl::StrCat("expert shard ", group.replica->address(),
+                                                        " did not answer layer ", call.batch.layer,
+                                                        " within the deadline"));
       }
-      return reply.status();
+      reply = group.reply.get();
+      // A broken replica (or one that is shutting down): fail over to the next healthy replica.
+      if (reply.ok() || reply.status().code() != absl::StatusCode::kUnavailable) break;
+      if (!SendToNextReplica(call, group)) {
+        return absl::UnavailableError(absl::StrCat("no healthy expert shard left for layer ", call.batch.layer, ": ",
+                                                   reply.status().message()));
+      }
     }
+    if (!reply.ok()) return reply.status();
     const int64_t count = static_cast<int64_t>(group.tokens.size());
-    EXPERTMESH_RETURN_IF_ERROR(rpc::DecodeTensor(reply->outputs(), reply->dtype(), count * hidden, "expert reply", &reply_rows));
+    EXPERTMESH_RETURN_IF_ERROR(
+        rpc::DecodeTensor(reply->outputs(), reply->dtype(), count * hidden, "expert reply", &reply_rows));
     for (int64_t row = 0; row < count; ++row) {
-      float* destination = output.data() + group.tokens[row] * hidden;
+      float* destination = call.output.data() + group.tokens[row] * hidden;
       const float* source = reply_rows.data() + row * hidden;
       for (int64_t h = 0; h < hidden; ++h) destination[h] += source[h];
     }

@@ -1,8 +1,11 @@
 // ExpertFanout: the RoutedExperts implementation of the attention tier. It builds the
 // layer -> expert -> shard-group table from every shard's Describe (start-up fails if an expert
 // of an MoE layer has no shard), then for each call groups the tokens by shard group, sends all
-// groups' requests concurrently on the persistent streams, and adds the replies into the output.
-// Replicas (shards hosting the same experts) are balanced round-robin and used for failover.
+// groups' requests concurrently on the persistent streams, and adds the replies into the output
+// in group order (so the float sums do not depend on which reply came first). ComputeAsync sends
+// at once and gathers when waited on, so the caller can overlap the round trip with other work.
+// Replicas (shards hosting the same experts) are balanced round-robin; a replica that breaks
+// mid-call is failed over to the next healthy one. A reconnect thread re-dials broken replicas.
 #pragma once
 
 #include <atomic>
@@ -38,10 +41,16 @@ class ExpertFanout : public RoutedExperts {
   ~ExpertFanout() override;
 
   absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override;
+  std::future<absl::Status> ComputeAsync(const RoutedExpertBatch& batch, std::span<float> output) override;
 
   int num_replicas() const { return static_cast<int>(connections_.size()); }
   int num_healthy_replicas() const;
+  // Shard groups (distinct hosted sets) with no healthy replica now.
+  int num_unreachable_groups() const;
   std::vector<std::string> addresses() const;
+  const std::vector<std::unique_ptr<ShardConnection>>& connections() const { return connections_; }
+  // The default weight set the shards reported at start-up (name, version).
+  const v1::WeightSetInfo& default_weight_set() const { return default_weight_set_; }
 
  private:
   // Replicas that host the same experts.
@@ -50,9 +59,18 @@ class ExpertFanout : public RoutedExperts {
     std::atomic<uint32_t> next_replica{0};
   };
 
+  // One ComputeAsync in progress (shared with the deferred gather).
+  struct Call;
+  struct GroupCall;
+
   ExpertFanout() = default;
   absl::Status BuildPlacement(const ModelConfig& config);
+  absl::Status CheckWeightSets();
   void ReconnectLoop();
+  absl::Status Start(Call& call);
+  absl::Status Gather(Call& call);
+  // Sends the group's request to its next untried healthy replica; false if none is left.
+  bool SendToNextReplica(Call& call, GroupCall& group);
 
   FanoutOptions options_;
   int64_t num_experts_ = 0;
@@ -60,6 +78,7 @@ class ExpertFanout : public RoutedExperts {
   std::vector<std::unique_ptr<ShardGroup>> groups_;
   // group_of_expert_[layer][expert] -> index into groups_ (-1 for non-MoE layers).
   std::vector<std::vector<int>> group_of_expert_;
+  v1::WeightSetInfo default_weight_set_;
   std::atomic<bool> stopping_{false};
   std::thread reconnector_;
 };

@@ -1,6 +1,7 @@
 // Persistent Compute stream to one expert shard replica.
 #include "attention-svc/shard_connection.h"
 
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,22 +26,34 @@ bool SameHostedExperts(const v1::ExpertShardDescription& a, const v1::ExpertShar
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ShardConnection>> ShardConnection::Connect(const std::string& address,
-                                                                          std::chrono::milliseconds timeout) {
-  auto connection = std::unique_ptr<ShardConnection>(new ShardConnection(address));
+grpc::ChannelArguments ShardChannelArguments() {
   grpc::ChannelArguments arguments;
-  arguments.SetMaxReceiveMessageSize(256 << 20);
-  arguments.SetMaxSendMessageSize(256 << 20);
+  arguments.SetMaxReceiveMessageSize(1 << 30);
+  arguments.SetMaxSendMessageSize(1 << 30);
   // Reconnect quickly when a shard comes back after a failure.
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  connection->channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+  // A shard whose host vanished (no RST) is noticed within ~15 s even on an idle stream.
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  return arguments;
+}
+
+absl::StatusOr<std::unique_ptr<ShardConnection>> ShardConnection::Connect(const std::string& address,
+                                                                          std::chrono::milliseconds timeout) {
+  auto connection = std::unique_ptr<ShardConnection>(new ShardConnection(address));
+  connection->channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), ShardChannelArguments());
   connection->stub_ = v1::ExpertService::NewStub(connection->channel_);
   if (absl::Status status = connection->OpenStream(timeout, /*first_time=*/true); !status.ok()) return status;
   return connection;
 }
 
-ShardConnection::~ShardConnection() { CloseStream(); }
+ShardConnection::~ShardConnection() {
+  CloseStream();
+  FailPending("connection closed");
+}
 
 absl::Status ShardConnection::OpenStream(std::chrono::milliseconds timeout, bool first_time) {
   grpc::ClientContext describe_context;
@@ -53,11 +66,12 @@ absl::Status ShardConnection::OpenStream(std::chrono::milliseconds timeout, bool
     return absl::UnavailableError(absl::StrCat("expert shard ", address_, ": Describe failed: ",
                                                describe_status.error_message()));
   }
-  if (!first_time && !SameHostedExperts(description, description_)) {
+  if (first_time) {
+    description_ = std::move(description);  // never changes afterwards: read without locks
+  } else if (!SameHostedExperts(description, description_)) {
     return absl::FailedPreconditionError(
         absl::StrCat("expert shard ", address_, " came back hosting different experts"));
   }
-  description_ = std::move(description);
   std::lock_guard<std::mutex> lock(mutex_);
   context_ = std::make_unique<grpc::ClientContext>();
   stream_ = stub_->Compute(context_.get());
@@ -69,6 +83,7 @@ absl::Status ShardConnection::OpenStream(std::chrono::milliseconds timeout, bool
 void ShardConnection::ReadLoop() {
   v1::ExpertReply reply;
   while (stream_->Read(&reply)) {
+    payload_bytes_received_ += reply.outputs().size();
     std::promise<absl::StatusOr<v1::ExpertReply>> promise;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -77,6 +92,13 @@ void ShardConnection::ReadLoop() {
       promise = std::move(pending->second);
       pending_.erase(pending);
     }
+    if (reply.has_error() && reply.error().code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
+      // The shard is shutting down: stop using this stream (the reconnect loop takes over) and
+      // let the fan-out fail this request over to another replica.
+      healthy_ = false;
+      std::lock_guard<std::mutex> lock(mutex_);
+      context_->TryCancel();
+    }
     if (reply.has_error()) {
       promise.set_value(absl::Status(static_cast<absl::StatusCode>(reply.error().code()),
                                      absl::StrCat("expert shard ", address_, ": ", reply.error().message())));
@@ -84,9 +106,19 @@ void ShardConnection::ReadLoop() {
       promise.set_value(std::move(reply));
     }
   }
-  const grpc::Status status = stream_->Finish();
+  // No new request may start writing once the stream is known broken; Finish must not run
+  // concurrently with a Write, so it waits for a writer in progress (which fails fast now).
   healthy_ = false;
-  FailPending(status.ok() ? "stream closed" : status.error_message());
+  grpc::Status status;
+  {
+    std::lock_guard<std::mutex> write_lock(write_mutex_);
+    status = stream_->Finish();
+  }
+  const std::string why = status.ok() ? "stream closed by the shard" : status.error_message();
+  if (status.error_code() != grpc::StatusCode::CANCELLED) {
+    std::fprintf(stderr, "expert shard %s unavailable: %s\n", address_.c_str(), why.c_str());
+  }
+  FailPending(why);
 }
 
 void ShardConnection::FailPending(const std::string& why) {
@@ -103,7 +135,7 @@ void ShardConnection::FailPending(const std::string& why) {
 std::future<absl::StatusOr<v1::ExpertReply>> ShardConnection::Send(v1::ExpertRequest request) {
   std::promise<absl::StatusOr<v1::ExpertReply>> promise;
   auto future = promise.get_future();
-  // Lock order: write_mutex_, then mutex_ (as in CloseStream); the reader takes only mutex_.
+  // Lock order: write_mutex_, then mutex_ (as in CloseStream); the reader takes them one at a time.
   std::lock_guard<std::mutex> write_lock(write_mutex_);
   grpc::ClientReaderWriter<v1::ExpertRequest, v1::ExpertReply>* stream;
   {
@@ -117,8 +149,9 @@ std::future<absl::StatusOr<v1::ExpertReply>> ShardConnection::Send(v1::ExpertReq
     pending_.emplace(id, std::move(promise));
     stream = stream_.get();
   }
+  payload_bytes_sent_ += request.activations().size();
   if (!stream->Write(request)) {
-    // The reader thread sees the broken stream and fails everything pending, this one included.
+    // The reader sees the broken stream and fails everything pending, this one included.
     healthy_ = false;
   }
   return future;
@@ -139,7 +172,9 @@ void ShardConnection::CloseStream() {
 absl::Status ShardConnection::Reconnect(std::chrono::milliseconds timeout) {
   CloseStream();
   FailPending("reconnecting");
-  return OpenStream(timeout, /*first_time=*/false);
+  absl::Status status = OpenStream(timeout, /*first_time=*/false);
+  if (status.ok()) std::fprintf(stderr, "expert shard %s reconnected\n", address_.c_str());
+  return status;
 }
 
 }  // namespace expertmesh::attention_service

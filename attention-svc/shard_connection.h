@@ -2,6 +2,7 @@
 // Describe answer, and one persistent Compute stream on which requests are pipelined. A reader
 // thread completes each pending request by request_id; when the stream breaks, every pending
 // request fails with UNAVAILABLE and the connection reports unhealthy until Reconnect succeeds.
+// Keepalive pings detect a peer that vanished without closing its socket.
 #pragma once
 
 #include <atomic>
@@ -31,13 +32,16 @@ class ShardConnection {
   const std::string& address() const { return address_; }
   const v1::ExpertShardDescription& description() const { return description_; }
   bool healthy() const { return healthy_.load(); }
+  // Activation bytes sent and output bytes received on this connection's streams.
+  uint64_t payload_bytes_sent() const { return payload_bytes_sent_.load(); }
+  uint64_t payload_bytes_received() const { return payload_bytes_received_.load(); }
 
   // Queues `request` on the stream (request_id is assigned here). The future yields the reply, or
   // UNAVAILABLE if the stream breaks first.
   std::future<absl::StatusOr<v1::ExpertReply>> Send(v1::ExpertRequest request);
 
-  // Re-dials after a failure: new channel state, Describe, new stream. The shard must host the
-  // same experts as before, else FAILED_PRECONDITION.
+  // Re-dials after a failure: Describe, then a new stream. The shard must host the same experts
+  // as before, else FAILED_PRECONDITION (and the connection stays unhealthy).
   absl::Status Reconnect(std::chrono::milliseconds timeout);
 
  private:
@@ -61,6 +65,11 @@ class ShardConnection {
   uint64_t next_request_id_ = 1;
   std::thread reader_;
   std::atomic<bool> healthy_{false};
+  std::atomic<uint64_t> payload_bytes_sent_{0};
+  std::atomic<uint64_t> payload_bytes_received_{0};
 };
+
+// Channel arguments for links to expert shards: large messages, fast reconnects, keepalive.
+grpc::ChannelArguments ShardChannelArguments();
 
 }  // namespace expertmesh::attention_service

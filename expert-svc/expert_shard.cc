@@ -4,7 +4,10 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "engine/core/status_macros.h"
 #include "engine/rpc/tensor_payload.h"
 
@@ -18,6 +21,70 @@ std::set<int32_t> ExpertRangeForShard(int64_t num_experts, int shard_index, int 
   return experts;
 }
 
+namespace {
+
+// "0-7,12" -> {0..7, 12}, each < num_experts.
+absl::StatusOr<std::set<int32_t>> ParseExpertList(absl::string_view text, int64_t num_experts) {
+  std::set<int32_t> experts;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    item = absl::StripAsciiWhitespace(item);
+    int64_t first = 0, last = 0;
+    const size_t dash = item.find('-');
+    const bool parsed = dash == absl::string_view::npos
+                            ? absl::SimpleAtoi(item, &first) && (last = first, true)
+                            : absl::SimpleAtoi(item.substr(0, dash), &first) &&
+                                  absl::SimpleAtoi(item.substr(dash + 1), &last);
+    if (!parsed || first < 0 || last < first) {
+      return absl::InvalidArgumentError(absl::StrCat("bad expert range '", item, "' (want N or N-M)"));
+    }
+    if (last >= num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("expert ", last, " out of range: the model has ", num_experts,
+                                                     " routed experts"));
+    }
+    for (int64_t expert = first; expert <= last; ++expert) experts.insert(static_cast<int32_t>(expert));
+  }
+  if (experts.empty()) return absl::InvalidArgumentError(absl::StrCat("no experts in '", text, "'"));
+  return experts;
+}
+
+}  // namespace
+
+absl::StatusOr<HostedExperts> ParseExpertSpec(const std::string& spec, const ModelConfig& config) {
+  HostedExperts hosted;
+  if (spec.find(':') == std::string::npos) {
+    auto experts = ParseExpertList(spec, config.n_routed_experts);
+    if (!experts.ok()) return experts.status();
+    for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+      if (config.IsMoeLayer(layer)) hosted[layer] = *experts;
+    }
+    return hosted;
+  }
+  for (absl::string_view part : absl::StrSplit(spec, ';', absl::SkipWhitespace())) {
+    const size_t colon = part.find(':');
+    int64_t layer = 0;
+    if (colon == absl::string_view::npos ||
+        !absl::SimpleAtoi(absl::StripAsciiWhitespace(part.substr(0, colon)), &layer)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad layer entry '", part, "' (want LAYER:EXPERTS)"));
+    }
+    if (layer < 0 || layer >= config.num_hidden_layers || !config.IsMoeLayer(layer)) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is not an MoE layer of this model"));
+    }
+    auto experts = ParseExpertList(part.substr(colon + 1), config.n_routed_experts);
+    if (!experts.ok()) return experts.status();
+    hosted[layer].insert(experts->begin(), experts->end());
+  }
+  return hosted;
+}
+
+HostedExperts ShardRangeForModel(const ModelConfig& config, int shard_index, int num_shards) {
+  HostedExperts hosted;
+  const std::set<int32_t> experts = ExpertRangeForShard(config.n_routed_experts, shard_index, num_shards);
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    if (config.IsMoeLayer(layer) && !experts.empty()) hosted[layer] = experts;
+  }
+  return hosted;
+}
+
 ExpertShard::ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted,
                          std::unique_ptr<RoutedExperts> experts)
     : shard_name_(std::move(shard_name)),
@@ -26,6 +93,15 @@ ExpertShard::ExpertShard(std::string shard_name, ShardModelInfo info, HostedExpe
       experts_(std::move(experts)) {}
 
 absl::Status ExpertShard::Validate(const v1::ExpertRequest& request) const {
+  if (!request.weight_set().empty() && request.weight_set() != info_.weight_set_name) {
+    return absl::NotFoundError(absl::StrCat("weight set '", request.weight_set(), "' is not resident on shard ",
+                                            shard_name_, " (resident: '", info_.weight_set_name, "')"));
+  }
+  if (request.weight_set_version() != 0 && request.weight_set_version() != info_.weight_set_version) {
+    return absl::FailedPreconditionError(absl::StrCat("weight set '", info_.weight_set_name, "' is at version ",
+                                                      info_.weight_set_version, ", the request pinned version ",
+                                                      request.weight_set_version()));
+  }
   const auto layer = hosted_.find(request.layer());
   if (layer == hosted_.end()) {
     return absl::InvalidArgumentError(
@@ -34,6 +110,15 @@ absl::Status ExpertShard::Validate(const v1::ExpertRequest& request) const {
   if (request.hidden_size() != info_.hidden_size) {
     return absl::InvalidArgumentError(absl::StrCat("hidden_size ", request.hidden_size(),
                                                    " does not match the model's ", info_.hidden_size));
+  }
+  if (request.dtype() != v1::TENSOR_DTYPE_F32 && request.dtype() != v1::TENSOR_DTYPE_BF16) {
+    return absl::InvalidArgumentError(absl::StrCat("dtype must be TENSOR_DTYPE_F32 or TENSOR_DTYPE_BF16, got ",
+                                                   v1::TensorDType_Name(request.dtype())));
+  }
+  if (request.activations().size() > info_.max_activation_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("activations of ", request.activations().size(),
+                                                   " bytes exceed the shard's limit of ", info_.max_activation_bytes,
+                                                   " bytes per message; split the batch"));
   }
   if (request.num_tokens() == 0) return absl::InvalidArgumentError("num_tokens must be >= 1");
   if (request.num_tokens() > info_.max_tokens_per_request) {
@@ -82,6 +167,8 @@ absl::Status ExpertShard::Handle(const v1::ExpertRequest& request, v1::ExpertRep
   batch.gate_weights = std::span<const float>(request.gate_weights().data(), request.gate_weights_size());
   EXPERTMESH_RETURN_IF_ERROR(experts_->Compute(batch, output));
   reply->set_dtype(request.dtype());
+  reply->set_weight_set(info_.weight_set_name);
+  reply->set_weight_set_version(info_.weight_set_version);
   return rpc::EncodeTensor(output, request.dtype(), reply->mutable_outputs());
 }
 
@@ -94,6 +181,10 @@ v1::ExpertShardDescription ExpertShard::Describe() const {
   description.set_weight_dtype(info_.weight_dtype);
   description.set_backend(info_.backend);
   description.set_resident_weight_bytes(info_.resident_weight_bytes);
+  v1::WeightSetInfo* weight_set = description.add_weight_sets();
+  weight_set->set_name(info_.weight_set_name);
+  weight_set->set_version(info_.weight_set_version);
+  weight_set->set_is_default(true);
   for (const auto& [layer, experts] : hosted_) {
     v1::LayerExperts* entry = description.add_layers();
     entry->set_layer(layer);

@@ -1,7 +1,8 @@
 // ExpertShard: what one expert-svc process serves — for each MoE layer the routed experts it
 // hosts, and the RoutedExperts implementation that computes them. It validates every request
 // against the model's shape and its hosted set before any computation (INVALID_ARGUMENT with the
-// reason), and answers with one weighted-sum hidden vector per token.
+// reason), and answers with one weighted-sum hidden vector per token. It serves one weight set
+// (the loaded checkpoint) under a name and version; hot-swappable blends come later.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/format/model_config.h"
 #include "engine/model/routed_experts.h"
 #include "expertmesh/v1/expert_service.pb.h"
 
@@ -24,6 +27,13 @@ using HostedExperts = std::map<int64_t, std::set<int32_t>>;
 // [i * E / N, (i + 1) * E / N). Replicas of a shard host the same range.
 std::set<int32_t> ExpertRangeForShard(int64_t num_experts, int shard_index, int num_shards);
 
+// Parses --experts: "0-7,12" (the same experts for every MoE layer of `config`) or per layer
+// "1:0-7;2:0-3,9". Every expert must be < n_routed_experts and every named layer an MoE layer.
+absl::StatusOr<HostedExperts> ParseExpertSpec(const std::string& spec, const ModelConfig& config);
+
+// The same contiguous range for every MoE layer of `config`.
+HostedExperts ShardRangeForModel(const ModelConfig& config, int shard_index, int num_shards);
+
 struct ShardModelInfo {
   std::string model_type;
   int64_t hidden_size = 0;
@@ -32,6 +42,10 @@ struct ShardModelInfo {
   std::string backend = "cpu";
   uint64_t resident_weight_bytes = 0;
   int64_t max_tokens_per_request = 65536;
+  // Largest activation payload accepted per message (INVALID_ARGUMENT above it).
+  uint64_t max_activation_bytes = 64ull << 20;
+  std::string weight_set_name = "base";
+  uint64_t weight_set_version = 1;
 };
 
 class ExpertShard {
@@ -39,14 +53,17 @@ class ExpertShard {
   ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted,
               std::unique_ptr<RoutedExperts> experts);
 
-  // Checks a request without computing: layer hosted, sizes, dtype, expert ids hosted, finite
-  // gate weights. Activations are checked for finiteness while decoding.
+  // Checks a request without computing: weight set (NOT_FOUND if not resident,
+  // FAILED_PRECONDITION for another pinned version), layer hosted, sizes, dtype, payload limit,
+  // expert ids hosted, finite gate weights. Activations are checked for finiteness while decoding.
   absl::Status Validate(const v1::ExpertRequest& request) const;
   // Validates, computes and fills `reply` (request_id, dtype, outputs). Thread-safe.
   absl::Status Handle(const v1::ExpertRequest& request, v1::ExpertReply* reply) const;
   v1::ExpertShardDescription Describe() const;
 
   const HostedExperts& hosted() const { return hosted_; }
+  const ShardModelInfo& info() const { return info_; }
+  const std::string& shard_name() const { return shard_name_; }
 
  private:
   std::string shard_name_;

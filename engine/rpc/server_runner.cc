@@ -23,16 +23,24 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(const ServerOp
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &runner->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   for (grpc::Service* service : services) builder.RegisterService(service);
   runner->server_ = builder.BuildAndStart();
   if (!runner->server_ || runner->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
   }
-  if (auto* health = runner->server_->GetHealthCheckService()) {
-    health->SetServingStatus(true);
-    health->SetServingStatus(runner->health_service_name_, true);
-  }
+  runner->SetServing(true);
   return runner;
+}
+
+void ServerRunner::SetServing(bool serving) {
+  if (!server_) return;
+  if (auto* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(serving);
+    health->SetServingStatus(health_service_name_, serving);
+  }
 }
 
 ServerRunner::~ServerRunner() { Shutdown(); }
@@ -40,7 +48,7 @@ ServerRunner::~ServerRunner() { Shutdown(); }
 void ServerRunner::Shutdown() {
   if (shut_down_ || !server_) return;
   shut_down_ = true;
-  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+  SetServing(false);
   server_->Shutdown(std::chrono::system_clock::now() + options_.drain_grace);
   server_->Wait();
 }
@@ -53,6 +61,7 @@ void ServerRunner::WaitForTerminationSignal(const std::function<void()>& on_sign
   int received = 0;
   sigwait(&signals, &received);
   std::fprintf(stderr, "received %s: draining in-flight work\n", received == SIGTERM ? "SIGTERM" : "SIGINT");
+  SetServing(false);
   if (on_signal) on_signal();
   Shutdown();
 }

@@ -1,7 +1,9 @@
 // ServerRunner: builds and runs a gRPC server the same way for every service: listening address,
 // message size limits, standard grpc.health.v1 health and server reflection, and a graceful
-// shutdown on SIGTERM/SIGINT that stops accepting, drains in-flight calls up to a grace period,
-// then cancels the rest.
+// shutdown on SIGTERM/SIGINT: health turns NOT_SERVING, the service's own drain hook runs (e.g.
+// stop admitting, finish what is in flight), then the server stops accepting, waits for
+// in-flight calls up to a grace period and cancels the rest. Keepalive pings from clients are
+// accepted (long-lived streams use them to notice dead peers).
 #pragma once
 
 #include <chrono>
@@ -35,11 +37,13 @@ class ServerRunner {
   ~ServerRunner();
 
   int port() const { return port_; }
+  // Sets the overall and the named service's health status.
+  void SetServing(bool serving);
   // Marks the service NOT_SERVING (readiness fails), waits for in-flight calls up to the drain
   // grace, then shuts the server down.
   void Shutdown();
-  // Blocks until SIGTERM or SIGINT arrives, then calls Shutdown(). `on_signal` runs first (e.g.
-  // to stop admitting new work).
+  // Blocks until SIGTERM or SIGINT arrives, marks the server NOT_SERVING, runs `on_signal` (e.g.
+  // to stop admitting new work and let what is in flight finish), then calls Shutdown().
   void WaitForTerminationSignal(const std::function<void()>& on_signal = nullptr);
 
   grpc::Server* server() { return server_.get(); }

@@ -24,11 +24,12 @@ std::string SourcePath(const std::string& relative);
 
 class ServiceProcess {
  public:
-  // Runs `binary` with `arguments` plus --listen=127.0.0.1:<port>; output goes to
-  // <log_dir>/<name>.log. Fails if the process exits or is not SERVING within `timeout`.
+  // Runs `binary` with `arguments` plus --listen=127.0.0.1:<port> (`port` 0: a free one); output
+  // goes to <log_dir>/<name>.log. Fails if the process exits or is not SERVING within `timeout`.
   static absl::StatusOr<std::unique_ptr<ServiceProcess>> Start(const std::string& name, const std::string& binary,
                                                                std::vector<std::string> arguments,
-                                                               std::chrono::seconds timeout = std::chrono::seconds(60));
+                                                               std::chrono::seconds timeout = std::chrono::seconds(60),
+                                                               int port = 0);
   ~ServiceProcess();
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }

@@ -1,0 +1,141 @@
+// attention-svc: loads everything but the routed experts, connects to the expert shards (which
+// must together host every expert of every MoE layer) and serves AttentionService with
+// continuous batching, health and reflection; SIGTERM stops admitting and drains.
+//   attention-svc --model DIR --expert-shards host:port,...|dns:NAME:PORT|@FILE [--listen ADDR]
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "attention-svc/attention_service.h"
+#include "attention-svc/batch_scheduler.h"
+#include "attention-svc/expert_fanout.h"
+#include "attention-svc/model_metadata.h"
+#include "engine/format/checkpoint.h"
+#include "engine/model/weight_loader.h"
+#include "engine/rpc/command_line.h"
+#include "engine/rpc/server_runner.h"
+
+ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, expert_shards, "",
+          "expert shards: \"host:port,...\", \"dns:NAME:PORT\" (every address of NAME) or \"@FILE\"");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "listening address");
+ABSL_FLAG(int, max_running_sequences, 64, "sequences stepping together");
+ABSL_FLAG(int, max_waiting_sequences, 256, "sequences queued for a batch slot (RESOURCE_EXHAUSTED beyond)");
+ABSL_FLAG(int, max_prefill_tokens_per_step, 2048, "prompt tokens joining the batch per step");
+ABSL_FLAG(int, max_prompt_tokens, 0, "longest prompt accepted (0: max_position_embeddings)");
+ABSL_FLAG(int, micro_batches, 2, "1, or 2 to overlap one micro-batch's expert round trip with the other's attention");
+ABSL_FLAG(std::string, wire_dtype, "f32", "activation encoding to the expert shards: f32 or bf16");
+ABSL_FLAG(int, connect_timeout_ms, 30000, "how long start-up waits for every expert shard");
+ABSL_FLAG(int, step_timeout_ms, 30000, "upper bound of one step's expert round trips");
+ABSL_FLAG(int, drain_seconds, 30, "grace period for running sequences on SIGTERM");
+
+namespace expertmesh::attention_service {
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "attention-svc: %s\n", message.c_str());
+  return 1;
+}
+
+int Run() {
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) return Fail("--model is required");
+  if (absl::GetFlag(FLAGS_expert_shards).empty()) return Fail("--expert-shards is required");
+  const int micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  if (micro_batches != 1 && micro_batches != 2) return Fail("--micro-batches must be 1 or 2");
+  FanoutOptions fanout_options;
+  const std::string wire_dtype = absl::GetFlag(FLAGS_wire_dtype);
+  if (wire_dtype == "f32") {
+    fanout_options.wire_dtype = v1::TENSOR_DTYPE_F32;
+  } else if (wire_dtype == "bf16") {
+    fanout_options.wire_dtype = v1::TENSOR_DTYPE_BF16;
+  } else {
+    return Fail("--wire-dtype must be f32 or bf16");
+  }
+  fanout_options.connect_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_connect_timeout_ms));
+  fanout_options.layer_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
+
+  // Everything but the routed experts.
+  LoadOptions load_options;
+  load_options.load_non_expert_weights = true;
+  load_options.load_routed_experts = false;
+  auto last_report = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  load_options.progress = [&](const LoadProgress& progress) {
+    const auto now = std::chrono::steady_clock::now();
+    if (progress.tensors_loaded == progress.tensors_total || now - last_report > std::chrono::seconds(1)) {
+      last_report = now;
+      std::fprintf(stderr, "attention-svc: %s\n", progress.ToString().c_str());
+    }
+  };
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      Checkpoint::Open(model_dir, CheckpointNameFilter(load_options));
+  if (!checkpoint.ok()) return Fail(std::string(checkpoint.status().message()));
+  const ModelConfig config = (*checkpoint)->config();
+  absl::StatusOr<LoadedWeights> loaded = LoadWeights(**checkpoint, load_options);
+  if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+  checkpoint->reset();
+  absl::StatusOr<std::vector<int32_t>> eos = ReadEosTokenIds(model_dir);
+  if (!eos.ok()) return Fail(std::string(eos.status().message()));
+
+  absl::StatusOr<std::vector<std::string>> addresses = ResolveShardAddresses(absl::GetFlag(FLAGS_expert_shards));
+  if (!addresses.ok()) return Fail(std::string(addresses.status().message()));
+  std::fprintf(stderr, "attention-svc: connecting to %zu expert shard(s): %s\n", addresses->size(),
+               absl::StrJoin(*addresses, ", ").c_str());
+  absl::StatusOr<std::unique_ptr<ExpertFanout>> fanout = ExpertFanout::Create(config, *addresses, fanout_options);
+  if (!fanout.ok()) return Fail(std::string(fanout.status().message()));
+
+  const uint64_t resident_bytes = loaded->weights.ByteSize();
+  ModelOptions model_options;
+  model_options.micro_batches = micro_batches;
+  absl::StatusOr<std::unique_ptr<DeepseekModel>> model =
+      DeepseekModel::Create(config, std::move(loaded->weights), fanout->get(), model_options);
+  if (!model.ok()) return Fail(std::string(model.status().message()));
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.max_running_sequences = absl::GetFlag(FLAGS_max_running_sequences);
+  scheduler_options.max_waiting_sequences = absl::GetFlag(FLAGS_max_waiting_sequences);
+  scheduler_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
+  scheduler_options.micro_batches = micro_batches;
+  scheduler_options.step_timeout = fanout_options.layer_timeout;
+  BatchScheduler scheduler(**model, scheduler_options);
+
+  AttentionServiceOptions service_options;
+  service_options.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  service_options.eos_token_ids = *eos;
+  service_options.resident_weight_bytes = resident_bytes;
+  AttentionServiceImpl service(config, &scheduler, fanout->get(), service_options);
+
+  rpc::ServerOptions server_options;
+  server_options.listen_address = absl::GetFlag(FLAGS_listen);
+  server_options.drain_grace = std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds));
+  absl::StatusOr<std::unique_ptr<rpc::ServerRunner>> runner =
+      rpc::ServerRunner::Start(server_options, {&service}, v1::AttentionService::service_full_name());
+  if (!runner.ok()) return Fail(std::string(runner.status().message()));
+  std::fprintf(stderr,
+               "attention-svc: serving %s (%lld layers, %.1f MB resident) with %d expert shard replica(s), "
+               "weight set '%s', micro-batches %d, on port %d\n",
+               config.model_type.c_str(), static_cast<long long>(config.num_hidden_layers),
+               static_cast<double>(resident_bytes) / 1e6, (*fanout)->num_replicas(),
+               (*fanout)->default_weight_set().name().c_str(), micro_batches, (*runner)->port());
+  (*runner)->WaitForTerminationSignal([&] { scheduler.StopAdmitting(); });
+  std::fprintf(stderr, "attention-svc: stopped after %llu steps\n",
+               static_cast<unsigned long long>(scheduler.steps()));
+  return 0;
+}
+
+}  // namespace
+}  // namespace expertmesh::attention_service
+
+int main(int argc, char** argv) {
+  expertmesh::rpc::BlockTerminationSignals();
+  absl::SetProgramUsageMessage(
+      "attention-svc --model DIR --expert-shards host:port,...|dns:NAME:PORT|@FILE [--listen ADDR]");
+  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);
+  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
+  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  return expertmesh::attention_service::Run();
+}

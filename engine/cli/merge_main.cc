@@ -29,7 +29,7 @@ absl::Status Run(const std::string& recipe_path, const std::string& out_dir, std
   absl::StatusOr<Recipe> recipe = LoadRecipeFile(recipe_path);
   if (!recipe.ok()) return recipe.status();
   const double shard_mb = absl::GetFlag(FLAGS_max_shard_mb);
-  if (!(shard_mb > 0.0)) return absl::InvalidArgumentError("--max-shard-mb must be > 0");
+  if (!(shard_mb > 0.0)) return absl::InvalidArgumentError("--max_shard_mb must be > 0");
   if (const double sum = recipe->LambdaSum(); std::abs(sum - 1.0) > 1e-6) {
     std::cerr << "note: lambdas sum to " << sum << ", not 1 (allowed: the blend is scaled accordingly)\n";
   }
@@ -56,10 +56,10 @@ absl::Status Run(const std::string& recipe_path, const std::string& out_dir, std
 }  // namespace expertmesh
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("expertmesh-merge RECIPE.json OUT_DIR [--max-shard-mb MB]");
+  absl::SetProgramUsageMessage("expertmesh-merge RECIPE.json OUT_DIR [--max_shard_mb MB]");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() != 3) {
-    std::cerr << "usage: expertmesh-merge RECIPE.json OUT_DIR [--max-shard-mb MB]\n";
+    std::cerr << "usage: expertmesh-merge RECIPE.json OUT_DIR [--max_shard_mb MB]\n";
     return 2;
   }
   // SIGINT/SIGTERM request a stop from a watcher thread (stop_source is not signal-safe).

@@ -30,8 +30,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   if (tokens == 0) return absl::OkStatus();
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
-      s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.permutation.as<int32_t>(),
-      s.error.as<int32_t>(), stream));
+      s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.error.as<int32_t>(), stream));
 
   const bool f32 = options_.format == GpuExpertFormat::kF32;
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
@@ -41,6 +40,10 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   std::vector<int32_t> offsets;
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
+  if (batch.capturable) {
+    if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
+    path = ExpertGemmPath::kDirect;
+  }
   if (path != ExpertGemmPath::kDirect) {
     offsets.resize(num_local + 1);
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(offsets.data(), s.offsets.data(),

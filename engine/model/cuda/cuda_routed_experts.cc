@@ -231,6 +231,22 @@ absl::Status CudaRoutedExperts::SetExpertFromBytes(int64_t layer, int32_t expert
   return CudaStatus(cudaStreamSynchronize(AsStream(stream_)), "expert upload");
 }
 
+absl::StatusOr<CudaRoutedExperts::DeviceWeights> CudaRoutedExperts::MutableDeviceWeights(int64_t layer,
+                                                                                        int32_t expert) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_ASSIGN_OR_RETURN(ExpertStorage * storage, SlotFor(layer, expert));
+  DeviceWeights view;
+  view.gate_up = storage->gate_up.data();
+  view.down = storage->down.data();
+  view.gate_up_scale = storage->gate_up_scale.as<float>();
+  view.down_scale = storage->down_scale.as<float>();
+  view.gate_up_bytes = storage->gate_up.bytes();
+  view.down_bytes = storage->down.bytes();
+  view.gate_up_scale_bytes = storage->gate_up_scale.bytes();
+  view.down_scale_bytes = storage->down_scale.bytes();
+  return view;
+}
+
 absl::Status CudaRoutedExperts::SetExpert(int64_t layer, int32_t expert, const MlpWeights& weights) {
   EXPERTMESH_RETURN_IF_ERROR(ValidateMlpWeights(weights, options_.hidden_size, options_.intermediate_size,
                                                 absl::StrCat("layer ", layer, " expert ", expert)));
@@ -260,7 +276,7 @@ absl::Status CudaRoutedExperts::EnsureScratch(int64_t tokens, int64_t top_k, int
   }
   const int64_t slots = tokens * top_k;
   if (slots > s.slot_capacity) {
-    for (DeviceBuffer* buffer : {&s.ids, &s.weights, &s.row_token, &s.row_of_slot, &s.permutation}) {
+    for (DeviceBuffer* buffer : {&s.ids, &s.weights, &s.row_token, &s.row_of_slot}) {
       EXPERTMESH_RETURN_IF_ERROR(Grow(*buffer, slots * sizeof(int32_t)));
     }
     s.slot_capacity = slots;

@@ -58,6 +58,7 @@ struct DeviceExpertBatch {
   const float* gate_weights = nullptr; // [num_tokens, top_k]
   float* output = nullptr;             // [num_tokens, hidden]
   bool accumulate = false;             // output += ... instead of output = ...
+  bool capturable = false;             // tensor-core path whatever the size (no host sync)
 };
 
 class CudaRoutedExperts final : public RoutedExperts {
@@ -71,6 +72,17 @@ class CudaRoutedExperts final : public RoutedExperts {
   // Same from stored bytes: bf16/f32 into kBF16 or kF32 (converted on the way), FP8 into kFP8Block
   // as is or into kBF16 dequantized. Sizes are checked against the options.
   absl::Status SetExpertFromBytes(int64_t layer, int32_t expert, const ExpertTensorBytes& bytes);
+
+  // Device storage of an expert (created, uninitialised, if new): for in-place writers such as
+  // the blend kernels and device-side random fills. Valid until the object is destroyed.
+  struct DeviceWeights {
+    void* gate_up = nullptr;  // [2I, H] in the format
+    void* down = nullptr;     // [H, I]
+    float* gate_up_scale = nullptr;  // FP8 only
+    float* down_scale = nullptr;
+    size_t gate_up_bytes = 0, down_bytes = 0, gate_up_scale_bytes = 0, down_scale_bytes = 0;
+  };
+  absl::StatusOr<DeviceWeights> MutableDeviceWeights(int64_t layer, int32_t expert);
 
   bool HasExpert(int64_t layer, int32_t expert) const;
   int64_t num_experts() const;
@@ -109,7 +121,7 @@ class CudaRoutedExperts final : public RoutedExperts {
     int64_t token_capacity = 0;
     int64_t row_capacity = 0;
     cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
-    cuda::DeviceBuffer offsets, row_token, row_of_slot, permutation, error;
+    cuda::DeviceBuffer offsets, row_token, row_of_slot, error;
     cuda::DeviceBuffer rows, h, y, gate_up_out, dequantized;
   };
 

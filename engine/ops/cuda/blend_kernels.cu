@@ -77,9 +77,12 @@ __global__ void __launch_bounds__(kThreads) DifferenceNormsKernel(BlendParents p
 
 __device__ __forceinline__ bool KeepBase(const double* sums, int parents, float delta) {
   if (sums == nullptr) return false;
+  // engine/merge's rule: d_p = ||P_p - P_0|| / ||P_0|| (0 for identical tensors, +inf for a zero
+  // base with a non-zero difference); keep the base when every d_p < delta.
   const double limit = double(delta) * double(delta) * sums[0];
   for (int p = 1; p < parents; ++p) {
-    if (!(sums[p] < limit)) return false;
+    const bool close = sums[p] == 0.0 ? delta > 0.0f : sums[p] < limit;
+    if (!close) return false;
   }
   return true;
 }

@@ -1,6 +1,7 @@
 // Launchers for the Assembly-of-Experts blend of one bf16 tensor on the device:
 // out = bf16(sum_i lambda_i * P_i) computed in float32, unless the parents are so close that the
-// base parent P_0 is kept as is (delta test: max_i ||P_i - P_0||_F / ||P_0||_F < delta). Both
+// base parent P_0 is kept as is (delta test: max_i ||P_i - P_0||_F / ||P_0||_F < delta, the rule of
+// engine/merge's TensorMerger, which is the CPU reference; put the base parent first). Both
 // passes are memory-bound streaming kernels (16-byte loads); the decision is taken on the device,
 // so a blend of many tensors needs no host synchronisation.
 #pragma once

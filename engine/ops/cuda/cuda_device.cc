@@ -74,6 +74,11 @@ absl::Status DeviceBuffer::CopyFromHost(const void* host, size_t bytes) {
   return FromCuda(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device");
 }
 
+absl::Status DeviceBuffer::CopyHostToDevice(void* device, const void* host, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  return FromCuda(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+}
+
 absl::Status DeviceBuffer::CopyToHost(void* host, size_t bytes) const {
   if (bytes > bytes_) return absl::InvalidArgumentError("CopyToHost: more bytes than the buffer holds");
   return FromCuda(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy device->host");

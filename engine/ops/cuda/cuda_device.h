@@ -36,6 +36,8 @@ class DeviceBuffer {
   T* as() const { return static_cast<T*>(data_); }
 
   absl::Status CopyFromHost(const void* host, size_t bytes);
+  // Synchronous copy of `bytes` from host memory to any device address.
+  static absl::Status CopyHostToDevice(void* device, const void* host, size_t bytes);
   absl::Status CopyToHost(void* host, size_t bytes) const;
 
  private:

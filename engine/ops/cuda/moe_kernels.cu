@@ -13,11 +13,10 @@
 namespace expertmesh::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;   // mma kernels: 128 threads, one work unit per warp
+constexpr int kWarpsPerBlock = 8;   // mma kernels: 256 threads share one work unit, split along k
 constexpr int kTilesPerPass = 4;    // 4 tiles of 8 rows (tokens) per pass over the weights
 constexpr int kChunksPerStep = 4;   // 4 chunks of 32 k-values per unrolled step
 constexpr int kPermutationThreads = 1024;
-constexpr int kSharedSlots = 10 * 1024;  // slots staged in shared memory (40 KB)
 
 // ---- permutation --------------------------------------------------------------------------
 
@@ -30,49 +29,40 @@ __global__ void __launch_bounds__(kPermutationThreads)
 BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32_t top_k,
                        const int32_t* __restrict__ slot_of_expert, int32_t n_routed, int32_t num_local,
                        int32_t* __restrict__ offsets, int32_t* __restrict__ row_token,
-                       int32_t* __restrict__ row_of_slot, int32_t* __restrict__ scratch,
-                       int32_t* __restrict__ error) {
-  __shared__ int32_t shared_slots[kSharedSlots];
-  __shared__ int32_t starts[kPermutationThreads + 1];
-  int32_t* mapped = num_slots <= kSharedSlots ? shared_slots : scratch;
+                       int32_t* __restrict__ row_of_slot, int32_t* __restrict__ error) {
+  __shared__ int32_t counts[kPermutationThreads];
+  __shared__ int32_t cursors[kPermutationThreads];
+  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  // Pass 1: rows per local expert (shared-memory atomics), invalid ids flagged.
   for (int32_t i = threadIdx.x; i < num_slots; i += blockDim.x) {
     const int32_t id = ids[i];
     const int32_t slot = LocalSlotOf(id, slot_of_expert, n_routed);
     if (id >= n_routed || (id >= 0 && slot < 0)) atomicExch(error, 1);
-    mapped[i] = slot;
-    row_of_slot[i] = -1;
+    if (slot >= 0) atomicAdd(&counts[slot], 1);
   }
-  __syncthreads();
-  // Each thread owns local experts e = threadIdx.x, threadIdx.x + blockDim.x, ... (num_local <= 1024
-  // is checked by the launcher, so one each).
-  const int32_t e = threadIdx.x;
-  int32_t count = 0;
-  if (e < num_local) {
-#pragma unroll 8
-    for (int32_t i = 0; i < num_slots; ++i) count += mapped[i] == e ? 1 : 0;
-  }
-  starts[threadIdx.x] = count;
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t total = 0;
-    for (int32_t s = 0; s < num_local; ++s) {
-      const int32_t c = starts[s];
-      starts[s] = total;
-      offsets[s] = total;
-      total += c;
+    for (int32_t e = 0; e < num_local; ++e) {
+      cursors[e] = total;
+      offsets[e] = total;
+      total += counts[e];
     }
     offsets[num_local] = total;
   }
   __syncthreads();
-  if (e < num_local) {
-    int32_t row = starts[e];
-    for (int32_t i = 0; i < num_slots; ++i) {
-      if (mapped[i] == e) {
-        row_token[row] = i / top_k;
-        row_of_slot[i] = row;
-        ++row;
-      }
+  // Pass 2: each slot takes the next row of its expert. The order of rows within an expert is
+  // not fixed, but every row is computed independently, so results do not depend on it.
+  for (int32_t i = threadIdx.x; i < num_slots; i += blockDim.x) {
+    const int32_t slot = LocalSlotOf(ids[i], slot_of_expert, n_routed);
+    if (slot < 0) {
+      row_of_slot[i] = -1;
+      continue;
     }
+    const int32_t row = atomicAdd(&cursors[slot], 1);
+    row_token[row] = i / top_k;
+    row_of_slot[i] = row;
   }
 }
 
@@ -190,16 +180,18 @@ __device__ __forceinline__ uint4 LoadActivations(const __nv_bfloat16* rows, int6
 }
 
 // One warp: 16 weight rows (row_a for fragment rows 0-7, row_b for 8-15) against up to
-// kTilesPerPass * 8 activation rows starting at `first`, over k in [0, cols).
+// kTilesPerPass * 8 activation rows starting at `first`, over its share of k: steps of 128
+// starting at k_first, every kWarpsPerBlock-th step (the block's warps split k).
 template <bool kFp8>
 __device__ __forceinline__ void WarpProduct(const void* weights, const float* scale, int64_t cols,
                                             int64_t row_a, bool row_a_ok, int64_t scale_row_a, int64_t row_b,
                                             bool row_b_ok, int64_t scale_row_b, const __nv_bfloat16* x,
-                                            int32_t first, int32_t end, int t, int g,
+                                            int32_t first, int32_t end, int t, int g, int64_t k_first,
                                             float (&acc)[kTilesPerPass][4]) {
   const int64_t scale_cols = (cols + 127) / 128;
   const int tiles = min(kTilesPerPass, (end - first + 7) / 8);
-  for (int64_t k_step = 0; k_step < cols; k_step += 32 * kChunksPerStep) {
+  constexpr int64_t kStep = 32 * kChunksPerStep;
+  for (int64_t k_step = k_first; k_step < cols; k_step += kStep * kWarpsPerBlock) {
     uint4 wa[kChunksPerStep], wb[kChunksPerStep];
 #pragma unroll
     for (int c = 0; c < kChunksPerStep; ++c) {
@@ -225,6 +217,30 @@ __device__ __forceinline__ void WarpProduct(const void* weights, const float* sc
   }
 }
 
+// Sums the block's per-warp partial accumulators into warp 0's `acc` (all threads must call it).
+__device__ __forceinline__ void ReduceAcrossWarps(float (&acc)[kTilesPerPass][4], int warp, int lane) {
+  __shared__ float partial[kWarpsPerBlock][kTilesPerPass * 4][32];
+#pragma unroll
+  for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][tile * 4 + i][lane] = acc[tile][i];
+  }
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarpsPerBlock; ++w) sum += partial[w][tile * 4 + i][lane];
+        acc[tile][i] = sum;
+      }
+    }
+  }
+  __syncthreads();  // `partial` is reused by the next pass
+}
+
 template <bool kFp8>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ offsets,
@@ -234,8 +250,7 @@ ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restric
   const int32_t begin = offsets[slot], end = offsets[slot + 1];
   if (begin >= end) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t j0 = (int64_t(blockIdx.x) * kWarpsPerBlock + warp) * 8;
-  if (j0 >= intermediate) return;
+  const int64_t j0 = int64_t(blockIdx.x) * 8;  // one unit of 8 gate + 8 up rows per block
   const int g = lane / 4, t = lane % 4;
   const int64_t j = j0 + g;
   const bool j_ok = j < intermediate;
@@ -245,7 +260,9 @@ ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restric
   for (int32_t first = begin; first < end; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
     WarpProduct<kFp8>(weights, scale, hidden, j, j_ok, j / 128, intermediate + j, j_ok, gate_scale_rows + j / 128,
-                      x, first, end, t, g, acc);
+                      x, first, end, t, g, warp * 32 * kChunksPerStep, acc);
+    ReduceAcrossWarps(acc, warp, lane);
+    if (warp != 0) continue;
 #pragma unroll
     for (int tile = 0; tile < kTilesPerPass; ++tile) {
       const int32_t row0 = first + tile * 8 + 2 * t;
@@ -266,8 +283,7 @@ ExpertDownKernel(const __nv_bfloat16* __restrict__ h, const int32_t* __restrict_
   const int32_t begin = offsets[slot], end = offsets[slot + 1];
   if (begin >= end) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t i0 = (int64_t(blockIdx.x) * kWarpsPerBlock + warp) * 16;
-  if (i0 >= hidden) return;
+  const int64_t i0 = int64_t(blockIdx.x) * 16;  // one unit of 16 output rows per block
   const int g = lane / 4, t = lane % 4;
   const int64_t row_a = i0 + g, row_b = i0 + g + 8;
   const bool a_ok = row_a < hidden, b_ok = row_b < hidden;
@@ -276,7 +292,9 @@ ExpertDownKernel(const __nv_bfloat16* __restrict__ h, const int32_t* __restrict_
   for (int32_t first = begin; first < end; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
     WarpProduct<kFp8>(weights, scale, intermediate, row_a, a_ok, row_a / 128, row_b, b_ok, row_b / 128, h, first,
-                      end, t, g, acc);
+                      end, t, g, warp * 32 * kChunksPerStep, acc);
+    ReduceAcrossWarps(acc, warp, lane);
+    if (warp != 0) continue;
 #pragma unroll
     for (int tile = 0; tile < kTilesPerPass; ++tile) {
       const int32_t r0 = first + tile * 8 + 2 * t;
@@ -326,19 +344,15 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* scratch, int32_t* error,
-                                          void* stream) {
+                                          int32_t* row_of_slot, int32_t* error, void* stream) {
   if (num_local < 0 || num_local > kPermutationThreads || top_k <= 0 || num_slots < 0 ||
       num_slots > (int64_t(1) << 30)) {
     return absl::InvalidArgumentError("LaunchBuildExpertPermutation: at most 1024 local experts, top_k > 0");
   }
-  if (num_slots > kSharedSlots && scratch == nullptr) {
-    return absl::InvalidArgumentError("LaunchBuildExpertPermutation: scratch needed above 10240 slots");
-  }
   BuildPermutationKernel<<<1, kPermutationThreads, 0, AsStream(stream)>>>(
       expert_ids, static_cast<int32_t>(num_slots), static_cast<int32_t>(top_k), slot_of_expert,
       static_cast<int32_t>(n_routed_experts), static_cast<int32_t>(num_local), offsets, row_token, row_of_slot,
-      scratch, error);
+      error);
   return LastLaunchStatus("BuildPermutationKernel");
 }
 
@@ -359,8 +373,7 @@ absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, 
     return absl::InvalidArgumentError("LaunchExpertGateUp: hidden and intermediate must be multiples of 8");
   }
   if (num_local <= 0) return absl::OkStatus();
-  const int64_t units = (intermediate + 7) / 8;
-  const dim3 grid(static_cast<unsigned>((units + kWarpsPerBlock - 1) / kWarpsPerBlock), static_cast<unsigned>(num_local));
+  const dim3 grid(static_cast<unsigned>((intermediate + 7) / 8), static_cast<unsigned>(num_local));
   const auto* x = reinterpret_cast<const __nv_bfloat16*>(x_rows);
   auto* out = reinterpret_cast<__nv_bfloat16*>(h);
   if (fp8) {
@@ -380,8 +393,7 @@ absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, int64_t
     return absl::InvalidArgumentError("LaunchExpertDown: hidden and intermediate must be multiples of 8");
   }
   if (num_local <= 0) return absl::OkStatus();
-  const int64_t units = (hidden + 15) / 16;
-  const dim3 grid(static_cast<unsigned>((units + kWarpsPerBlock - 1) / kWarpsPerBlock), static_cast<unsigned>(num_local));
+  const dim3 grid(static_cast<unsigned>((hidden + 15) / 16), static_cast<unsigned>(num_local));
   const auto* in = reinterpret_cast<const __nv_bfloat16*>(h);
   if (fp8) {
     ExpertDownKernel<true><<<grid, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(in, offsets, down, down_scale, hidden,

@@ -11,17 +11,16 @@
 
 namespace expertmesh::cuda {
 
-// Sorts the slots of expert_ids [num_slots] (= tokens * top_k; -1 = empty slot) by the local slot
-// of their expert (slot_of_expert [n_routed_experts], -1 = not held), stably in slot order.
-// Writes offsets [num_local + 1] (rows of local slot e are offsets[e]..offsets[e+1]), row_token
-// [rows] (token of each row) and row_of_slot [num_slots] (-1 for empty slots). Sets *error to 1
-// when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
-// `scratch` holds num_slots int32 (needed only above 10240 slots, which do not fit in shared memory).
+// Groups the slots of expert_ids [num_slots] (= tokens * top_k; -1 = empty slot) by the local
+// slot of their expert (slot_of_expert [n_routed_experts], -1 = not held). Writes offsets
+// [num_local + 1] (rows of local slot e are offsets[e]..offsets[e+1]), row_token [rows] (token of
+// each row) and row_of_slot [num_slots] (-1 for empty slots). Rows within an expert come in no
+// fixed order (each row is computed independently, so results do not depend on it). Sets *error
+// to 1 when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* scratch, int32_t* error,
-                                          void* stream);
+                                          int32_t* row_of_slot, int32_t* error, void* stream);
 
 // rows_out[r, :] = x[row_token[r], :] for r < offsets[num_local] (read on the device; at most
 // max_rows), converted to bf16 (`to_bf16`) or kept float32. x is float32 [tokens, hidden].

@@ -1,0 +1,283 @@
+// GPU expert-path benchmark (one binary, one device call): measures the two ceilings first — copy
+// bandwidth (bytes read + written) and cuBLAS bf16 GEMM TFLOP/s on random data — then the routed
+// expert FFN of DeepSeek-V3- and V2-Lite-shaped MoE layers (random weights generated on the
+// device) for decode (1-256 tokens: touched expert weight bytes / time vs copy bandwidth) and
+// prefill (4k-16k tokens: TFLOP/s vs the cuBLAS ceiling) on every product path, and the
+// Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "bench/gpu/gpu_timer.h"
+#include "engine/model/cuda/cuda_routed_experts.h"
+#include "engine/ops/cuda/blend_kernels.h"
+#include "engine/ops/cuda/cublas_gemm.h"
+#include "engine/ops/cuda/cuda_device.h"
+
+namespace expertmesh::bench {
+namespace {
+
+using cuda::DeviceBuffer;
+
+struct Report {
+  std::vector<std::string> rows;
+  FILE* tsv = nullptr;
+  void Add(const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    rows.push_back(line);
+    if (tsv != nullptr) std::fprintf(tsv, "%s\n", line.c_str());
+  }
+};
+
+struct Ceilings {
+  double copy_gbps = 0;
+  double gemm_tflops = 0;
+};
+
+Ceilings MeasureCeilings(cudaStream_t stream, Report& report) {
+  Ceilings c;
+  const int64_t bytes = int64_t(2) << 30;
+  auto a = DeviceBuffer::Allocate(bytes), b = DeviceBuffer::Allocate(bytes);
+  CheckOrDie(a.status(), "alloc");
+  CheckOrDie(b.status(), "alloc");
+  CheckOrDie(cuda::LaunchFillUniformF32(a->as<float>(), bytes / 4, 1, 1.0f, stream), "fill");
+  const double memcpy_ms = MedianMilliseconds(stream, 3, 20, [&](int) {
+    return cudaMemcpyAsync(b->data(), a->data(), bytes, cudaMemcpyDeviceToDevice, stream) == cudaSuccess
+               ? absl::OkStatus() : absl::InternalError("memcpy");
+  });
+  const double kernel_ms = MedianMilliseconds(stream, 3, 20, [&](int) {
+    return cuda::LaunchStreamCopy(a->data(), b->data(), bytes, stream);
+  });
+  const double memcpy_gbps = 2.0 * bytes / (memcpy_ms * 1e-3) / 1e9;
+  const double kernel_gbps = 2.0 * bytes / (kernel_ms * 1e-3) / 1e9;
+  c.copy_gbps = std::max(memcpy_gbps, kernel_gbps);
+  report.Add(absl::StrFormat("ceiling\tcopy\tcudaMemcpy D2D 2 GiB\t%.1f GB/s (read+write)", memcpy_gbps));
+  report.Add(absl::StrFormat("ceiling\tcopy\tstreaming kernel 2 GiB\t%.1f GB/s (read+write)", kernel_gbps));
+
+  auto blas = cuda::CublasContext::Create();
+  CheckOrDie(blas.status(), "cublas");
+  const int64_t n = 8192;
+  auto ga = DeviceBuffer::Allocate(n * n * 2), gb = DeviceBuffer::Allocate(n * n * 2), gc = DeviceBuffer::Allocate(n * n * 2);
+  CheckOrDie(cuda::LaunchFillUniformBf16(ga->as<uint16_t>(), n * n, 2, 1.0f, stream), "fill");
+  CheckOrDie(cuda::LaunchFillUniformBf16(gb->as<uint16_t>(), n * n, 3, 1.0f, stream), "fill");
+  const double gemm_ms = MedianMilliseconds(stream, 3, 20, [&](int) {
+    return (*blas)->Linear(ga->data(), n, n, gb->data(), n, gc->data(), cuda::ElementType::kBF16,
+                           cuda::ElementType::kBF16, stream);
+  });
+  c.gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
+  report.Add(absl::StrFormat("ceiling\tgemm\tcuBLAS bf16 8192^3 random\t%.1f TFLOP/s", c.gemm_tflops));
+  return c;
+}
+
+struct MoeShape {
+  const char* name;
+  int64_t hidden, intermediate, n_routed, top_k, shard_experts;
+};
+
+const char* PathName(ExpertGemmPath p) {
+  switch (p) {
+    case ExpertGemmPath::kAuto: return "auto";
+    case ExpertGemmPath::kDirect: return "direct-mma";
+    case ExpertGemmPath::kCublasLoop: return "cublas-loop";
+    case ExpertGemmPath::kCublasGrouped: return "cublas-grouped";
+  }
+  return "?";
+}
+
+// Expert ids [tokens, top_k] drawn uniformly (distinct per token) from all n_routed experts;
+// slots outside the shard (experts >= shard_experts) are empty (-1), as a fan-out sends them.
+std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, std::mt19937_64& rng, int64_t* local_slots,
+                                   std::vector<int>* touched) {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> pool(s.n_routed);
+  for (int64_t e = 0; e < s.n_routed; ++e) pool[e] = static_cast<int32_t>(e);
+  touched->assign(s.shard_experts, 0);
+  *local_slots = 0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t k = 0; k < s.top_k; ++k) {
+      std::uniform_int_distribution<int64_t> pick(k, s.n_routed - 1);
+      std::swap(pool[k], pool[pick(rng)]);
+      const int32_t e = pool[k];
+      if (e < s.shard_experts) {
+        ids.push_back(e);
+        (*touched)[e] = 1;
+        ++*local_slots;
+      } else {
+        ids.push_back(-1);
+      }
+    }
+  }
+  return ids;
+}
+
+void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& ceilings, cudaStream_t stream,
+                  Report& report) {
+  constexpr int kLayers = 4;    // rotate layers so no repetition finds its weights in L2
+  constexpr int kRoutings = 6;  // and different routings
+  CudaExpertOptions options{s.hidden, s.intermediate, s.n_routed, format};
+  auto experts_or = CudaRoutedExperts::Create(options);
+  CheckOrDie(experts_or.status(), "create experts");
+  CudaRoutedExperts& experts = **experts_or;
+  for (int layer = 0; layer < kLayers; ++layer) {
+    for (int32_t e = 0; e < s.shard_experts; ++e) {
+      auto view = experts.MutableDeviceWeights(layer, e);
+      CheckOrDie(view.status(), "weights");
+      const uint64_t seed = uint64_t(layer) * 1000 + e;
+      if (format == GpuExpertFormat::kFP8Block) {
+        CheckOrDie(cuda::LaunchFillUniformFp8(static_cast<uint8_t*>(view->gate_up), view->gate_up_bytes, seed, 0.5f,
+                                              stream), "fill");
+        CheckOrDie(cuda::LaunchFillUniformFp8(static_cast<uint8_t*>(view->down), view->down_bytes, seed + 7, 0.5f,
+                                              stream), "fill");
+        CheckOrDie(cuda::LaunchFillUniformF32(view->gate_up_scale, view->gate_up_scale_bytes / 4, seed + 3, 1e-4f,
+                                              stream), "fill");
+        CheckOrDie(cuda::LaunchFillUniformF32(view->down_scale, view->down_scale_bytes / 4, seed + 5, 1e-4f, stream),
+                   "fill");
+      } else {
+        CheckOrDie(cuda::LaunchFillUniformBf16(static_cast<uint16_t*>(view->gate_up), view->gate_up_bytes / 2, seed,
+                                               0.02f, stream), "fill");
+        CheckOrDie(cuda::LaunchFillUniformBf16(static_cast<uint16_t*>(view->down), view->down_bytes / 2, seed + 7,
+                                               0.02f, stream), "fill");
+      }
+    }
+  }
+  const double expert_bytes = double(experts.DeviceWeightBytes()) / (kLayers * s.shard_experts);
+  report.Add(absl::StrFormat("experts\t%s %s\t%lld experts x %d layers on the device\t%.2f GiB (%.1f MB per expert)",
+                             s.name, format == GpuExpertFormat::kFP8Block ? "fp8" : "bf16",
+                             (long long)s.shard_experts, kLayers, experts.DeviceWeightBytes() / double(1 << 30),
+                             expert_bytes / 1e6));
+  std::mt19937_64 rng(42);
+  for (int64_t tokens : {1, 4, 16, 64, 128, 256, 4096, 16384}) {
+    const bool prefill = tokens >= 4096;
+    auto x = DeviceBuffer::Allocate(tokens * s.hidden * 4);
+    auto out = DeviceBuffer::Allocate(tokens * s.hidden * 4);
+    CheckOrDie(x.status(), "alloc");
+    CheckOrDie(out.status(), "alloc");
+    CheckOrDie(cuda::LaunchFillUniformF32(x->as<float>(), tokens * s.hidden, 9, 1.0f, stream), "fill");
+    std::vector<DeviceBuffer> ids(kRoutings), weights(kRoutings);
+    double touched_bytes = 0, local_rows = 0;
+    for (int r = 0; r < kRoutings; ++r) {
+      int64_t local = 0;
+      std::vector<int> touched;
+      std::vector<int32_t> routing = RandomRouting(s, tokens, rng, &local, &touched);
+      for (int t : touched) touched_bytes += t * expert_bytes / kRoutings;
+      local_rows += double(local) / kRoutings;
+      std::vector<float> gate(routing.size(), 0.125f);
+      ids[r] = std::move(DeviceBuffer::Allocate(routing.size() * 4)).value();
+      weights[r] = std::move(DeviceBuffer::Allocate(gate.size() * 4)).value();
+      CheckOrDie(ids[r].CopyFromHost(routing.data(), routing.size() * 4), "upload");
+      CheckOrDie(weights[r].CopyFromHost(gate.data(), gate.size() * 4), "upload");
+    }
+    CheckOrDie(experts.Reserve(tokens, s.top_k), "reserve");
+    std::vector<ExpertGemmPath> paths = {ExpertGemmPath::kAuto, ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop};
+    if (format == GpuExpertFormat::kBF16) paths.push_back(ExpertGemmPath::kCublasGrouped);
+    for (ExpertGemmPath path : paths) {
+      if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
+      experts.set_path(path);
+      {
+        DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
+                                out->as<float>(), false};
+        const absl::Status status = experts.ComputeOnDevice(probe, stream);
+        if (!status.ok()) {
+          report.Add(absl::StrFormat("experts\t%s %s\ttokens %lld\tFAILED: %s", s.name, PathName(path),
+                                     (long long)tokens, std::string(status.message())));
+          cudaGetLastError();
+          continue;
+        }
+      }
+      const int repetitions = prefill ? 6 : 30;
+      const double ms = MedianMilliseconds(stream, 2, repetitions, [&](int i) {
+        DeviceExpertBatch batch{i % kLayers, tokens, s.top_k, x->as<float>(), ids[i % kRoutings].as<int32_t>(),
+                                weights[i % kRoutings].as<float>(), out->as<float>(), false};
+        return experts.ComputeOnDevice(batch, stream);
+      });
+      CheckOrDie(experts.DeviceErrors(stream), "device errors");
+      const double gbps = touched_bytes / (ms * 1e-3) / 1e9;
+      const double tflops = local_rows * 6.0 * s.hidden * s.intermediate / (ms * 1e-3) / 1e12;
+      report.Add(absl::StrFormat(
+          "experts\t%s %s %s\ttokens %lld (local rows %.0f)\t%.3f ms\t%.0f GB/s weights = %.0f%% of copy\t%.1f TFLOP/s "
+          "= %.0f%% of cuBLAS",
+          s.name, format == GpuExpertFormat::kFP8Block ? "fp8" : "bf16", PathName(path), (long long)tokens, local_rows,
+          ms, gbps, 100.0 * gbps / ceilings.copy_gbps, tflops, 100.0 * tflops / ceilings.gemm_tflops));
+    }
+  }
+}
+
+void BenchBlend(const Ceilings& ceilings, cudaStream_t stream, Report& report) {
+  const int64_t elements = int64_t(256) << 20;  // 512 MB of bf16 per parent
+  std::vector<DeviceBuffer> parents_storage;
+  for (int p = 0; p < 3; ++p) {
+    parents_storage.push_back(std::move(DeviceBuffer::Allocate(elements * 2)).value());
+    CheckOrDie(cuda::LaunchFillUniformBf16(parents_storage[p].as<uint16_t>(), elements, 100 + p, 0.05f, stream), "fill");
+  }
+  auto out = DeviceBuffer::Allocate(elements * 2);
+  auto sums = DeviceBuffer::Allocate(cuda::kMaxBlendParents * 8);
+  CheckOrDie(out.status(), "alloc");
+  for (int count : {2, 3}) {
+    cuda::BlendParents parents;
+    parents.count = count;
+    for (int p = 0; p < count; ++p) {
+      parents.tensors[p] = parents_storage[p].as<uint16_t>();
+      parents.lambdas[p] = 1.0f / count;
+    }
+    const double blend_ms = MedianMilliseconds(stream, 3, 20, [&](int) {
+      return cuda::LaunchBlend(parents, elements, nullptr, 0.0f, out->as<uint16_t>(), nullptr, stream);
+    });
+    const double with_test_ms = MedianMilliseconds(stream, 3, 20, [&](int) {
+      if (cudaMemsetAsync(sums->data(), 0, cuda::kMaxBlendParents * 8, stream) != cudaSuccess) {
+        return absl::InternalError("memset");
+      }
+      absl::Status s = cuda::LaunchBlendDifferenceNorms(parents, elements, sums->as<double>(), stream);
+      if (!s.ok()) return s;
+      return cuda::LaunchBlend(parents, elements, sums->as<double>(), 0.01f, out->as<uint16_t>(), nullptr, stream);
+    });
+    const double blend_bytes = double(count + 1) * elements * 2;
+    const double gbps = blend_bytes / (blend_ms * 1e-3) / 1e9;
+    const double test_bytes = double(2 * count + 1) * elements * 2;
+    const double test_gbps = test_bytes / (with_test_ms * 1e-3) / 1e9;
+    report.Add(absl::StrFormat("blend\t%d parents x 512 MB bf16\tblend only %.3f ms\t%.0f GB/s = %.0f%% of copy", count,
+                               blend_ms, gbps, 100.0 * gbps / ceilings.copy_gbps));
+    report.Add(absl::StrFormat("blend\t%d parents x 512 MB bf16\tdelta test + blend %.3f ms\t%.0f GB/s moved = %.0f%% "
+                               "of copy (%.2fx the blend-only time)",
+                               count, with_test_ms, test_gbps, 100.0 * test_gbps / ceilings.copy_gbps,
+                               with_test_ms / blend_ms));
+  }
+}
+
+}  // namespace
+}  // namespace expertmesh::bench
+
+int main(int argc, char** argv) {
+  using namespace expertmesh;
+  using namespace expertmesh::bench;
+  bench::Report report;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) report.tsv = std::fopen(argv[++i], "w");
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+  }
+  auto device = cuda::DescribeDevice();
+  if (!device.ok()) {
+    std::printf("skipped: no GPU (%s)\n", std::string(device.status().message()).c_str());
+    return 0;
+  }
+  report.Add("device\t" + *device);
+  cudaStream_t stream = nullptr;
+  CheckCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  const Ceilings ceilings = MeasureCeilings(stream, report);
+  BenchBlend(ceilings, stream, report);
+  const MoeShape v3{"V3 (H7168 I2048 256e top8, shard 32)", 7168, 2048, 256, 8, 32};
+  const MoeShape v2{"V2-Lite (H2048 I1408 64e top6, shard 64)", 2048, 1408, 64, 6, 64};
+  BenchExperts(v2, GpuExpertFormat::kBF16, ceilings, stream, report);
+  if (!quick) {
+    BenchExperts(v3, GpuExpertFormat::kBF16, ceilings, stream, report);
+    BenchExperts(v3, GpuExpertFormat::kFP8Block, ceilings, stream, report);
+  }
+  if (report.tsv != nullptr) std::fclose(report.tsv);
+  return 0;
+}

@@ -1,0 +1,120 @@
+// GpuModel: the monolithic DeepSeek-V2/V3 forward pass on one GPU, mirroring DeepseekModel::Step
+// (same semantics, same RoutedExperts seam for the routed experts). It owns the non-expert weights
+// on the device, a paged latent KV cache (pages of `page_tokens` positions handed to sequences
+// as they grow) and the scratch of one step. Norms, RoPE/YaRN, absorbed MLA attention, gating,
+// shared experts and the LM head run on the device; the routed experts run through
+// CudaRoutedExperts::ComputeOnDevice when that is the RoutedExperts given (no host round trip),
+// else through RoutedExperts::Compute with a copy each way. GenerateGreedy runs the decode loop
+// on the device, optionally as one captured CUDA graph replayed per step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+#include "engine/format/model_config.h"
+#include "engine/model/cuda/cuda_routed_experts.h"
+#include "engine/model/cuda/gpu_model_weights.h"
+#include "engine/model/deepseek_model.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/routed_experts.h"
+#include "engine/ops/cuda/cublas_gemm.h"
+
+namespace expertmesh {
+
+struct GpuModelOptions {
+  cuda::ElementType weight_type = cuda::ElementType::kBF16;  // kF32: the fidelity mode (no TF32)
+  int64_t max_step_tokens = 2048;     // tokens of one Step (scratch size)
+  int64_t max_logit_rows = 256;       // LM-head rows computed at once (more are done in chunks)
+  int64_t max_sequences = 64;
+  int64_t max_sequence_length = 4096;  // positions per sequence
+  int64_t page_tokens = 64;
+  int64_t cache_pages = 0;  // 0: enough for max_sequences of max_sequence_length
+};
+
+struct GpuSequenceInput {
+  int64_t sequence = -1;              // from NewSequence
+  std::span<const int32_t> token_ids; // new tokens, at least one
+  bool all_logits = false;            // logits for every new token, else the last one only
+};
+
+class GpuModel {
+ public:
+  // `routed_experts` (not owned, must outlive the model) may be null only without MoE layers.
+  static absl::StatusOr<std::unique_ptr<GpuModel>> Create(const ModelConfig& config, const ModelWeights& weights,
+                                                          RoutedExperts* routed_experts, const GpuModelOptions& options);
+  ~GpuModel();
+
+  const ModelConfig& config() const { return config_; }
+  uint64_t DeviceWeightBytes() const { return weights_.ByteSize(); }
+  uint64_t DeviceCacheBytes() const;
+
+  // A new empty sequence (RESOURCE_EXHAUSTED when max_sequences are live).
+  absl::StatusOr<int64_t> NewSequence();
+  void ReleaseSequence(int64_t sequence);
+  int64_t SequenceLength(int64_t sequence) const;
+
+  // One step over several sequences; per sequence its logits ([new tokens, vocab] if all_logits,
+  // else [1, vocab]). On error no sequence changes length.
+  absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs,
+                                           const RoutingObserver* observer = nullptr);
+
+  // Greedy decoding of `steps` tokens for each sequence, whose next input is next_tokens[b]
+  // (typically the argmax of its last logits). All on the device; with `use_cuda_graph` one step
+  // is captured once and replayed (needs CudaRoutedExperts or no MoE layers). Returns the
+  // generated ids per sequence; the sequences grow by `steps`.
+  absl::StatusOr<std::vector<std::vector<int32_t>>> GenerateGreedy(std::span<const int64_t> sequences,
+                                                                   std::span<const int32_t> next_tokens, int64_t steps,
+                                                                   bool use_cuda_graph);
+
+ private:
+  struct Sequence {
+    bool live = false;
+    int64_t length = 0;
+    std::vector<int32_t> pages;
+  };
+  struct Buffers {
+    cuda::DeviceBuffer token_ids, token_pos, token_seq, logit_rows, block_table, first_pos, generated;
+    cuda::DeviceBuffer cos, sin;
+    std::vector<cuda::DeviceBuffer> cache;  // per layer: [pages, page_tokens, rank + rope] float32
+    cuda::DeviceBuffer residual, normed, attention_out, mlp_out, q_latent, q_latent_normed, q, kv;
+    cuda::DeviceBuffer q_absorbed, context, heads_out, gate_up, h, router_logits, expert_ids, expert_weights;
+    cuda::DeviceBuffer gemm_input, final_rows, logits;
+    int64_t table_positions = 0;
+  };
+
+  GpuModel(const ModelConfig& config, GpuModelOptions options, RoutedExperts* routed_experts);
+  absl::Status Initialize(const ModelWeights& weights);
+  absl::Status ValidateInputs(std::span<const GpuSequenceInput> inputs) const;
+  // Makes sequence `s` hold pages for `length` positions; records new pages in `added`.
+  absl::Status GrowSequence(int64_t s, int64_t length, std::vector<std::pair<int64_t, int32_t>>& added);
+  absl::Status UploadBlockTable();
+  // Runs the layers over the `tokens` tokens already described on the device (ids, positions,
+  // sequences); leaves the final residual stream in buffers' residual.
+  absl::Status RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer);
+  absl::Status Attention(int64_t layer, int64_t tokens);
+  absl::Status Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer);
+  absl::Status SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate);
+  // y[rows, W.rows] = x[rows, W.cols] * W^T (+ y); converts x to W's element type when needed.
+  absl::Status Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate = false);
+  const void* AsGemmInput(const float* x, int64_t count, cuda::ElementType type);
+
+  ModelConfig config_;
+  GpuModelOptions options_;
+  RoutedExperts* routed_experts_;
+  CudaRoutedExperts* cuda_experts_ = nullptr;  // routed_experts_ when it lives on this GPU
+  GpuModelWeights weights_;
+  std::unique_ptr<cuda::CublasContext> blas_;
+  std::unique_ptr<Buffers> buffers_;
+  void* stream_ = nullptr;  // cudaStream_t
+  float softmax_scale_ = 1.0f;
+  int64_t max_pages_per_sequence_ = 0;
+  std::vector<Sequence> sequences_;
+  std::vector<int32_t> free_pages_;
+  std::vector<int32_t> block_table_;  // [max_sequences, max_pages_per_sequence], -1 = none
+};
+
+}  // namespace expertmesh

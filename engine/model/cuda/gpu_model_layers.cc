@@ -1,0 +1,199 @@
+// GpuModel's layer math on the device: embedding, MLA attention (projections, RoPE and cache
+// write, absorbed scores over the paged cache, value up-projection, o_proj), dense SwiGLU and the
+// MoE block (router, gate, routed experts through the RoutedExperts seam, shared experts).
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status_macros.h"
+#include "engine/model/cuda/gpu_model.h"
+#include "engine/model/mla_attention.h"
+#include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/model_kernels.h"
+#include "engine/ops/cuda/moe_kernels.h"
+
+namespace expertmesh {
+namespace {
+
+using cuda::CudaStatus;
+using cuda::ElementType;
+
+cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+}  // namespace
+
+const void* GpuModel::AsGemmInput(const float* x, int64_t count, ElementType type) {
+  if (type == ElementType::kF32) return x;
+  // Conversion errors surface as the next launch's error; the launcher only rejects count < 0.
+  (void)cuda::LaunchFloatToBFloat16(x, buffers_->gemm_input.as<uint16_t>(), count, stream_);
+  return buffers_->gemm_input.data();
+}
+
+absl::Status GpuModel::Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate) {
+  const void* input = AsGemmInput(x, rows * w.cols, w.type);
+  return blas_->Linear(input, rows, w.cols, w.data.data(), w.rows, y, w.type, ElementType::kF32, stream_, accumulate);
+}
+
+absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate) {
+  Buffers& b = *buffers_;
+  EXPERTMESH_RETURN_IF_ERROR(Linear(x, tokens, mlp.gate_up, b.gate_up.as<float>()));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(b.gate_up.as<float>(), tokens, mlp.intermediate, b.h.data(),
+                                                          /*to_bf16=*/false, stream_));
+  return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
+}
+
+absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer) {
+  Buffers& b = *buffers_;
+  const int64_t hidden = config_.hidden_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(),
+                                                       weights_.embed_tokens.type == ElementType::kBF16,
+                                                       b.token_ids.as<int32_t>(), tokens, hidden,
+                                                       b.residual.as<float>(), stream_));
+  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+    const DeviceLayer& w = weights_.layers[layer];
+    // residual += previous MLP output (none before the first layer); normed = input_layernorm.
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), layer == 0 ? nullptr : b.mlp_out.as<float>(),
+                                                      nullptr, w.input_layernorm.data.as<float>(), tokens, hidden, eps,
+                                                      b.normed.as<float>(), stream_));
+    EXPERTMESH_RETURN_IF_ERROR(Attention(layer, tokens));
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), b.attention_out.as<float>(), nullptr,
+                                                      w.post_attention_layernorm.data.as<float>(), tokens, hidden, eps,
+                                                      b.normed.as<float>(), stream_));
+    EXPERTMESH_RETURN_IF_ERROR(Mlp(layer, tokens, capturable, observer));
+  }
+  return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
+}
+
+absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
+  Buffers& b = *buffers_;
+  const DeviceLayer& w = weights_.layers[layer];
+  const int64_t heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
+  const int64_t rope = config_.qk_rope_head_dim, rank = config_.kv_lora_rank, v_dim = config_.v_head_dim;
+  const int64_t qk = nope + rope, per_head = nope + v_dim;
+  if (config_.q_lora_rank) {
+    EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.q_a_proj, b.q_latent.as<float>()));
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.q_latent.as<float>(), nullptr, nullptr,
+                                                      w.q_a_layernorm.data.as<float>(), tokens, *config_.q_lora_rank,
+                                                      kLatentNormEpsilon, b.q_latent_normed.as<float>(), stream_));
+    EXPERTMESH_RETURN_IF_ERROR(Linear(b.q_latent_normed.as<float>(), tokens, w.q_b_proj, b.q.as<float>()));
+  } else {
+    EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.q_proj, b.q.as<float>()));
+  }
+  EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.kv_a_proj_with_mqa, b.kv.as<float>()));
+  const cuda::MlaDims dims{heads, nope, rope, rank};
+  const cuda::PagedCacheView cache{b.cache[layer].as<float>(), b.token_pos.as<int32_t>(), b.token_seq.as<int32_t>(),
+                                   b.block_table.as<int32_t>(), max_pages_per_sequence_, options_.page_tokens};
+  const bool interleaved = config_.model_type == "deepseek_v2" || config_.rope_interleave;
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaPrepare(b.q.as<float>(), b.kv.as<float>(), w.kv_a_layernorm.data.as<float>(),
+                                                    kLatentNormEpsilon, b.cos.as<float>(), b.sin.as<float>(),
+                                                    b.table_positions, interleaved, dims, cache, tokens, stream_));
+  // q_absorbed[t, h] = q_nope[t, h] * W_uk[h] ([nope, rank] rows of kv_b_proj): the query in latent space.
+  const ElementType type = w.kv_b_proj.type;
+  const size_t element = cuda::ElementBytes(type);
+  cuda::GemmShape absorb;
+  absorb.m = tokens;
+  absorb.n = rank;
+  absorb.k = nope;
+  absorb.lda = heads * qk;
+  absorb.ldb = rank;
+  absorb.ldc = heads * rank;
+  absorb.b_transposed = false;
+  absorb.batch = heads;
+  absorb.stride_a = qk;
+  absorb.stride_b = per_head * rank;
+  absorb.stride_c = rank;
+  EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(absorb, AsGemmInput(b.q.as<float>(), tokens * heads * qk, type),
+                                         w.kv_b_proj.data.data(), b.q_absorbed.data(), type, ElementType::kF32, stream_));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaAttention(b.q_absorbed.as<float>(), b.q.as<float>(), softmax_scale_, dims,
+                                                      cache, tokens, b.context.as<float>(), stream_));
+  // heads_out[t, h] = W_uv[h] ([v_dim, rank] rows of kv_b_proj) * context[t, h].
+  cuda::GemmShape value;
+  value.m = tokens;
+  value.n = v_dim;
+  value.k = rank;
+  value.lda = heads * rank;
+  value.ldb = rank;
+  value.ldc = heads * v_dim;
+  value.b_transposed = true;
+  value.batch = heads;
+  value.stride_a = rank;
+  value.stride_b = per_head * rank;
+  value.stride_c = v_dim;
+  const auto* value_up = static_cast<const std::byte*>(w.kv_b_proj.data.data()) + nope * rank * element;
+  EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(value, AsGemmInput(b.context.as<float>(), tokens * heads * rank, type), value_up,
+                                         b.heads_out.data(), type, ElementType::kF32, stream_));
+  return Linear(b.heads_out.as<float>(), tokens, w.o_proj, b.attention_out.as<float>());
+}
+
+absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer) {
+  Buffers& b = *buffers_;
+  const DeviceLayer& w = weights_.layers[layer];
+  const int64_t hidden = config_.hidden_size;
+  if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false);
+  const int64_t top_k = config_.num_experts_per_tok;
+  EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.gate, b.router_logits.as<float>()));
+  cuda::GateConfig gate;
+  gate.experts = config_.n_routed_experts;
+  gate.top_k = top_k;
+  gate.groups = config_.n_group;
+  gate.topk_group = config_.topk_group;
+  gate.method = config_.topk_method == TopKMethod::kGreedy ? 0 : config_.topk_method == TopKMethod::kGroupLimitedGreedy ? 1 : 2;
+  gate.sigmoid = config_.scoring_func == ScoringFunction::kSigmoid;
+  gate.normalize = config_.model_type != "deepseek_v2" && config_.norm_topk_prob;
+  gate.scaling = static_cast<float>(config_.routed_scaling_factor);
+  const float* bias = w.gate_bias.data.bytes() > 0 && w.gate_bias.rows * w.gate_bias.cols > 0 ? w.gate_bias.data.as<float>()
+                                                                                             : nullptr;
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMoeGate(b.router_logits.as<float>(), bias, gate, tokens,
+                                                 b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), stream_));
+  cudaStream_t stream = AsStream(stream_);
+  if (observer != nullptr && *observer) {
+    std::vector<int32_t> ids(tokens * top_k);
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ids.data(), b.expert_ids.data(), ids.size() * 4,
+                                                          cudaMemcpyDeviceToHost, stream), "routing download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
+    (*observer)(layer, ids, tokens, top_k);
+  }
+  if (cuda_experts_ != nullptr) {
+    DeviceExpertBatch batch{layer, tokens, top_k, b.normed.as<float>(), b.expert_ids.as<int32_t>(),
+                            b.expert_weights.as<float>(), b.mlp_out.as<float>(), false, capturable};
+    absl::Status status = cuda_experts_->ComputeOnDevice(batch, stream_);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("routed experts of layer ", layer, ": ", status.message()));
+    }
+  } else {
+    // Any other RoutedExperts (in-process CPU, remote shards): one copy each way.
+    std::vector<float> x(tokens * hidden), out(tokens * hidden, 0.0f), weights(tokens * top_k);
+    std::vector<int32_t> ids(tokens * top_k);
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(x.data(), b.normed.data(), x.size() * 4, cudaMemcpyDeviceToHost,
+                                                          stream), "activations download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ids.data(), b.expert_ids.data(), ids.size() * 4,
+                                                          cudaMemcpyDeviceToHost, stream), "routing download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(weights.data(), b.expert_weights.data(), weights.size() * 4,
+                                                          cudaMemcpyDeviceToHost, stream), "gate weights download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
+    RoutedExpertBatch batch;
+    batch.layer = layer;
+    batch.num_tokens = tokens;
+    batch.hidden_size = hidden;
+    batch.top_k = top_k;
+    batch.activations = x;
+    batch.expert_ids = ids;
+    batch.gate_weights = weights;
+    absl::Status status = routed_experts_->Compute(batch, out);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("routed experts of layer ", layer, ": ", status.message()));
+    }
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.mlp_out.data(), out.data(), out.size() * 4,
+                                                          cudaMemcpyHostToDevice, stream), "expert output upload"));
+    // `out` must outlive the copy.
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "expert output upload"));
+  }
+  if (w.shared_experts) {
+    EXPERTMESH_RETURN_IF_ERROR(SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), true));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace expertmesh

@@ -30,28 +30,28 @@ SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
 
 if [[ $only == all || $only == tests ]]; then
   for t in cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test; do
-    step "$t" 150 "$BUNDLE/bin/$t" --gtest_color=no
+    step "$t" 90 "$BUNDLE/bin/$t" --gtest_color=no
   done
 fi
 if [[ $only == all || $only == bench ]]; then
-  step expert_bench 240 "$BUNDLE/bin/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
+  step expert_bench 150 "$BUNDLE/bin/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
   grep -E "ceiling|blend|experts" "$LOGS/expert_bench.log" | tee -a "$SUMMARY" >/dev/null
-  step hf_baseline 240 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
   grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
-  step model_bench 200 "$BUNDLE/bin/gpu_model_bench" /tmp/v2lite-4layers
+  step model_bench 120 "$BUNDLE/bin/gpu_model_bench" /tmp/v2lite-4layers
   sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
   grep -E "^loaded|^loading" "$LOGS/model_bench.log" | tail -3 | tee -a "$SUMMARY" >/dev/null
 fi
 if [[ $only == all || $only == sanitizer ]] && [[ -n $SANITIZER ]]; then
-  step memcheck_experts 100 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
+  step memcheck_experts 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
     --gtest_filter=-*ManySlots*
-  step memcheck_model 100 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test"
-  step memcheck_blend 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_blend_test"
-  step memcheck_fixture 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_fixture_test" \
-    --gtest_filter=*v3_tiny*:*v2_lite*
-  step racecheck_experts 100 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
-    --gtest_filter=*Fp8*:*Float32*
-  step racecheck_model 100 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test" \
+  step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test"
+  step racecheck_model 60 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test" \
     --gtest_filter=*V3*
+  step racecheck_experts 60 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
+    --gtest_filter=*Fp8*:*Float32*
+  step memcheck_blend 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_blend_test"
+  step memcheck_fixture 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_fixture_test" \
+    --gtest_filter=*v3_tiny*:*v2_lite*
 fi
 log "done"

@@ -22,7 +22,6 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   log "=== $name: rc=$rc in $(( $(date +%s) - t0 ))s"
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[gpu-|FAILED  \]|Failure|ERROR SUMMARY|========= (Invalid|Race|Error)|FATAL" \
     "$LOGS/$name.log" | head -40 | tee -a "$SUMMARY"
-  cp "$LOGS/$name.log" "$OUT/" 2>/dev/null || true
   tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null
 }
 log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader)"

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/tokenizer/tokenizer.h"
@@ -143,6 +144,32 @@ TEST_F(ReferenceCasesTest, HeldOutTextRoundTripsAndIsStable) {
     auto again = tokenizer_->Encode(text);
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(*again, *ids);
+  }
+}
+
+TEST_F(ReferenceCasesTest, ConcurrentEncodesAgreeWithSerialOnes) {
+  std::vector<std::string> texts;
+  for (const Case& c : *cases_) texts.push_back(c.text);
+  // A fresh tokenizer: the threads race to fill the shared word cache.
+  auto fresh = Tokenizer::FromFile(*tokenizer_path_);
+  ASSERT_TRUE(fresh.ok());
+  std::vector<std::vector<std::vector<int32_t>>> results(4);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < results.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          const size_t index = (i + t * 7) % texts.size();  // different orders per thread
+          auto ids = (*fresh)->Encode(texts[index]);
+          if (round == 0) results[t].resize(texts.size());
+          results[t][index] = ids.ok() ? *ids : std::vector<int32_t>{-1};
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (size_t t = 0; t < results.size(); ++t) {
+    for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(results[t][i], (*cases_)[i].ids) << "thread " << t;
   }
 }
 

@@ -274,7 +274,10 @@ absl::Status ParseMoe(const FieldReader& top, ModelConfig& c) {
   EXPERTMESH_ASSIGN_OR_RETURN(c.n_shared_experts, RangedInt(top, "n_shared_experts", 0, kMaxLayers, 0));
   EXPERTMESH_ASSIGN_OR_RETURN(c.first_k_dense_replace,
                               RangedInt(top, "first_k_dense_replace", 0, c.num_hidden_layers, moe_default));
-  EXPERTMESH_ASSIGN_OR_RETURN(c.n_group, RangedInt(top, "n_group", 1, kMaxLayers, 1));
+  for (const char* key : {"n_group", "topk_group", "routed_scaling_factor"}) {
+    if (moe && !top.Contains(key)) return FieldError(key, "is required for MoE models");
+  }
+  EXPERTMESH_ASSIGN_OR_RETURN(c.n_group, RangedInt(top, "n_group", 1, kMaxLayers, 1));  // null: 1
   EXPERTMESH_ASSIGN_OR_RETURN(c.topk_group, RangedInt(top, "topk_group", 1, kMaxLayers, 1));
   EXPERTMESH_ASSIGN_OR_RETURN(c.routed_scaling_factor, top.Double("routed_scaling_factor", 1.0));
   if (!(c.routed_scaling_factor > 0.0)) {

@@ -139,7 +139,8 @@ TEST(ModelConfigTest, ExtraFieldsThatDoNotChangeTheMathAreIgnored) {
 TEST(ModelConfigTest, DenseModelNeedsNoMoeFields) {
   nlohmann::json config = ReadJson(SourceDir() / kV2Lite);
   for (const char* key : {"n_routed_experts", "moe_intermediate_size", "num_experts_per_tok", "n_shared_experts",
-                          "topk_method", "scoring_func", "norm_topk_prob", "first_k_dense_replace"}) {
+                          "topk_method", "scoring_func", "norm_topk_prob", "first_k_dense_replace", "n_group",
+                          "topk_group", "routed_scaling_factor"}) {
     config.erase(key);
   }
   auto parsed = ModelConfig::FromJson(config.dump());
@@ -232,6 +233,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"q_lora_rank_missing", "v3", [](J& c) { c.erase("q_lora_rank"); }, "q_lora_rank"},
         BadConfig{"rope_scaling_array", "v3", [](J& c) { c["rope_scaling"] = J::array({1, 2}); }, "rope_scaling"},
         BadConfig{"moe_field_missing", "v3", [](J& c) { c.erase("moe_intermediate_size"); }, "moe_intermediate_size"},
+        BadConfig{"n_group_missing", "v3", [](J& c) { c.erase("n_group"); }, "n_group"},
+        BadConfig{"routed_scaling_missing", "v3", [](J& c) { c.erase("routed_scaling_factor"); },
+                  "routed_scaling_factor"},
         BadConfig{"shared_experts_missing", "v3", [](J& c) { c.erase("n_shared_experts"); }, "n_shared_experts"},
         BadConfig{"first_dense_beyond_layers", "v3", [](J& c) { c["first_k_dense_replace"] = 62; },
                   "first_k_dense_replace"},

@@ -1,7 +1,8 @@
 // Checkpoint: a read-only view of a DeepSeek checkpoint directory (config.json plus one
 // model.safetensors or sharded model-*.safetensors with model.safetensors.index.json). Files are
 // mmapped; tensors are converted to float32 on request, FP8 ones multiplied by their
-// `<name>_scale_inv` 128x128 block scales. Every error names the file and the tensor.
+// `<name>_scale_inv` block scales (block size from quantization_config: 128x128 in DeepSeek-V3).
+// Every error names the file and the tensor.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +39,10 @@ class Checkpoint {
   Checkpoint& operator=(const Checkpoint&) = delete;
 
   // Opens `directory`: parses config.json and every safetensors header (not the tensor bytes).
-  // With a name filter, only tensors for which it returns true are indexed, so files whose
-  // tensors are all filtered out are never opened (an expert shard touches only its bytes).
+  // A single model.safetensors wins over an index (as in transformers). With a name filter, only
+  // tensors for which it returns true (and their `_scale_inv`) are indexed, so shard files
+  // without such tensors are never opened (an expert shard touches only its bytes). Index
+  // shard names must be plain file names inside `directory`.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(
       const std::filesystem::path& directory,
       std::function<bool(const std::string& tensor_name)> name_filter = nullptr);

@@ -133,20 +133,20 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& config,
     absl::Status parsed = ParseMerge(entry, path, &left, &right);
     if (!parsed.ok()) return parsed;
     const std::string merged = left + right;
-    std::optional<int32_t> left_id = model->TokenToId(left);
-    std::optional<int32_t> right_id = model->TokenToId(right);
-    std::optional<int32_t> merged_id = model->TokenToId(merged);
-    for (const std::string* token : std::initializer_list<const std::string*>{&left, &right, &merged}) {
-      if (!model->TokenToId(*token)) {
-        return FieldError(path, absl::StrCat("merge token '", *token, "' is not in the vocabulary"));
-      }
+    const std::optional<int32_t> left_id = model->TokenToId(left);
+    const std::optional<int32_t> right_id = model->TokenToId(right);
+    const std::optional<int32_t> merged_id = model->TokenToId(merged);
+    const std::string* missing = !left_id ? &left : !right_id ? &right : !merged_id ? &merged : nullptr;
+    if (missing != nullptr) {
+      return FieldError(path, absl::StrCat("merge token '", *missing, "' is not in the vocabulary"));
     }
     model->merges_[PairKey(*left_id, *right_id)] = Merge{rank++, *merged_id};
   }
   model->byte_level_input_ = byte_level_input;
   for (int byte = 0; byte < 256; ++byte) {
+    const char raw = static_cast<char>(byte);
     std::string character;
-    AppendByteLevelEncoded(std::string_view(reinterpret_cast<const char*>(&byte), 1), &character);
+    AppendByteLevelEncoded(std::string_view(&raw, 1), &character);
     model->byte_ids_[byte] = model->TokenToId(character).value_or(-1);
   }
   return model;

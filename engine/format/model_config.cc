@@ -29,7 +29,11 @@ absl::Status FieldError(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat("config field ", field, ": ", problem));
 }
 
+// A short description of a JSON value for error messages. Containers are not serialized: a
+// deeply nested one would make the (recursive) serializer overflow the stack.
 std::string Describe(const Json& value) {
+  if (value.is_array()) return absl::StrCat("an array of ", value.size());
+  if (value.is_object()) return absl::StrCat("an object of ", value.size(), " fields");
   std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (text.size() > 60) text = text.substr(0, 57) + "...";
   return absl::StrCat(value.type_name(), " ", text);

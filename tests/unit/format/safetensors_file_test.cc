@@ -208,6 +208,16 @@ TEST_F(SafetensorsFileTest, TrailingBytesAfterLastTensor) {
   ExpectError(OpenBytes(bytes), absl::StatusCode::kDataLoss, {"describes 40 data bytes", "44"});
 }
 
+TEST_F(SafetensorsFileTest, DeeplyNestedHeaderIsAnErrorNotACrash) {
+  const std::string deep = std::string(500000, '[') + std::string(500000, ']');
+  ExpectError(OpenBytes(FileBytes("{\"a.weight\": " + deep + "}", {})), absl::StatusCode::kDataLoss,
+              {"a.weight", "array"});
+  nlohmann::json header = HeaderFor(TwoTensors());
+  header["a.weight"]["data_offsets"] = nlohmann::json::array();
+  ExpectError(OpenBytes(FileBytes(header.dump().replace(header.dump().find("[]"), 2, deep), TwoTensors())),
+              absl::StatusCode::kDataLoss, {"a.weight", "data_offsets"});
+}
+
 TEST_F(SafetensorsFileTest, MetadataMustHoldStrings) {
   nlohmann::json header = HeaderFor(TwoTensors());
   header["__metadata__"] = {{"format", 7}};

@@ -33,7 +33,7 @@ class ScalingExperts : public RoutedExperts {
 class ExpertShardTest : public ::testing::Test {
  protected:
   ExpertShardTest()
-      : shard_("shard-0", ShardModelInfo{"deepseek_v3", 4, 8, "f32"}, HostedExperts{{1, {0, 1, 2, 3}}, {2, {0, 1, 2, 3}}},
+      : shard_("shard-0", ShardModelInfo{"deepseek_v3", 4, 8, "f32", "cpu", 0, 65536, 64ull << 20, "base", 1}, HostedExperts{{1, {0, 1, 2, 3}}, {2, {0, 1, 2, 3}}},
                std::make_unique<ScalingExperts>()) {}
 
   v1::ExpertRequest ValidRequest() {
@@ -97,6 +97,63 @@ TEST_F(ExpertShardTest, RejectsBadRequestsWithTheReason) {
   request = ValidRequest();
   request.set_slots_per_token(9);
   ExpectInvalid(request, "slots_per_token must be in [1, 8]");
+  request = ValidRequest();
+  request.set_dtype(v1::TENSOR_DTYPE_UNSPECIFIED);
+  ExpectInvalid(request, "dtype must be TENSOR_DTYPE_F32 or TENSOR_DTYPE_BF16, got TENSOR_DTYPE_UNSPECIFIED");
+  request = ValidRequest();
+  request.set_num_tokens(70000);
+  ExpectInvalid(request, "num_tokens 70000 exceeds the limit of 65536 per request");
+}
+
+TEST_F(ExpertShardTest, ChecksTheWeightSet) {
+  v1::ExpertReply reply;
+  auto request = ValidRequest();
+  request.set_weight_set("base");
+  ASSERT_TRUE(shard_.Handle(request, &reply).ok());
+  EXPECT_EQ(reply.weight_set(), "base");
+  EXPECT_EQ(reply.weight_set_version(), 1u);
+  request.set_weight_set("blend-a");
+  absl::Status status = shard_.Handle(request, &reply);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_NE(status.message().find("weight set 'blend-a' is not resident on shard shard-0"), std::string::npos);
+  request = ValidRequest();
+  request.set_weight_set_version(2);
+  status = shard_.Handle(request, &reply);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+}
+
+TEST_F(ExpertShardTest, Bf16PayloadsRoundTrip) {
+  auto request = ValidRequest();
+  request.set_dtype(v1::TENSOR_DTYPE_BF16);
+  const std::vector<float> activations = {1, 2, 3, 4, -1, -2, -3, -4};  // exact in bf16
+  ASSERT_TRUE(rpc::EncodeTensor(activations, v1::TENSOR_DTYPE_BF16, request.mutable_activations()).ok());
+  v1::ExpertReply reply;
+  ASSERT_TRUE(shard_.Handle(request, &reply).ok());
+  EXPECT_EQ(reply.dtype(), v1::TENSOR_DTYPE_BF16);
+  EXPECT_EQ(reply.outputs().size(), 16u);
+  std::vector<float> outputs;
+  ASSERT_TRUE(rpc::DecodeTensor(reply.outputs(), reply.dtype(), 8, "outputs", &outputs).ok());
+  EXPECT_EQ(outputs, (std::vector<float>{1.5f, 3.0f, 4.5f, 6.0f, -3.0f, -6.0f, -9.0f, -12.0f}));
+}
+
+TEST(ExpertSpecTest, ParsesRangesPerModelOrPerLayer) {
+  ModelConfig config;
+  config.num_hidden_layers = 4;
+  config.first_k_dense_replace = 1;
+  config.n_routed_experts = 16;
+  auto all_layers = ParseExpertSpec("0-3, 9", config);
+  ASSERT_TRUE(all_layers.ok()) << all_layers.status();
+  EXPECT_EQ(all_layers->size(), 3u);
+  EXPECT_EQ(all_layers->at(2), (std::set<int32_t>{0, 1, 2, 3, 9}));
+  auto per_layer = ParseExpertSpec("1:0-1;3:15", config);
+  ASSERT_TRUE(per_layer.ok()) << per_layer.status();
+  EXPECT_EQ(per_layer->size(), 2u);
+  EXPECT_EQ(per_layer->at(3), (std::set<int32_t>{15}));
+  EXPECT_NE(ParseExpertSpec("0-16", config).status().message().find("expert 16 out of range"), std::string::npos);
+  EXPECT_NE(ParseExpertSpec("0:1", config).status().message().find("layer 0 is not an MoE layer"), std::string::npos);
+  EXPECT_NE(ParseExpertSpec("5-2", config).status().message().find("bad expert range '5-2'"), std::string::npos);
+  EXPECT_NE(ParseExpertSpec("x", config).status().message().find("bad expert range 'x'"), std::string::npos);
+  EXPECT_EQ(ShardRangeForModel(config, 1, 2).at(1), (std::set<int32_t>{8, 9, 10, 11, 12, 13, 14, 15}));
 }
 
 TEST_F(ExpertShardTest, DescribeListsHostedExperts) {

@@ -5,7 +5,8 @@ For λ in a grid, builds the Assembly-of-Experts blend W = (1-λ)·prose + λ·c
 (base parent prose, δ = 0) twice — routed experts only (the Chimera recipe) and every tensor — and
 measures held-out loss on models/eval/{prose,code}_heldout.txt with expertmesh-eval. Adds a δ sweep
 at λ = 0.5, greedy samples at a few λ, and the parents' losses next to models/train_summary.json.
-Writes docs/lambda_sweep.{md,tsv,png}. Only the engine's own tools are used.
+Writes docs/lambda_sweep.{md,tsv,png} and the raw numbers to docs/lambda_sweep.json (--report-only
+rewrites the report from it). Only the engine's own tools are used.
 """
 import argparse
 import json
@@ -73,8 +74,16 @@ def fmt(x):
     return f"{x:.4f}"
 
 
-def write_outputs(args, rows, deltas, parents, samples, seconds):
+def write_outputs(args, results):
     os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "lambda_sweep.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    args.lambdas = results["lambdas"]
+    args.sample_lambdas = results["sample_lambdas"]
+    args.max_new_tokens = results["max_new_tokens"]
+    rows = {(r["variant"], r["lambda"]): r for r in results["rows"]}
+    samples = {(r["lambda"], r["prompt"]): r["text"] for r in results["samples"]}
+    parents, deltas, seconds = results["parents"], results["deltas"], results["seconds"]
     tsv = os.path.join(args.out, "lambda_sweep.tsv")
     with open(tsv, "w") as f:
         f.write("lambda\texperts_prose\texperts_code\tall_prose\tall_code\n")
@@ -135,11 +144,16 @@ plot "{tsv}" using 1:2 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "prose 
         best = min(range(len(mean)), key=mean.__getitem__)
         rising = sum(1 for x, y in zip(prose, prose[1:]) if y > x)
         falling = sum(1 for x, y in zip(code, code[1:]) if y < x)
+        best_prose = min(range(len(prose)), key=prose.__getitem__)
+        best_code = min(range(len(code)), key=code.__getitem__)
         L.append(f"- **{label}**: prose loss goes {fmt(prose[0])} → {fmt(prose[-1])} "
                  f"(rises in {rising} of {len(prose) - 1} steps), code loss {fmt(code[0])} → {fmt(code[-1])} "
                  f"(falls in {falling} of {len(code) - 1} steps). Best mean of the two at λ = {args.lambdas[best]:g}: "
                  f"prose {fmt(prose[best])}, code {fmt(code[best])} (mean {fmt(mean[best])}; base parent "
-                 f"{fmt((base['prose'] + base['code']) / 2)}).")
+                 f"{fmt((base['prose'] + base['code']) / 2)}). Lowest prose loss {fmt(prose[best_prose])} at "
+                 f"λ = {args.lambdas[best_prose]:g}, lowest code loss {fmt(code[best_code])} at "
+                 f"λ = {args.lambdas[best_code]:g} (parents: prose {fmt(parents['prose']['prose'])} on prose, "
+                 f"code {fmt(parents['code']['code'])} on code; base {fmt(base['prose'])} / {fmt(base['code'])}).")
     L.append("- λ = 0 is the prose parent and λ = 1 with every tensor merged is the code parent, bit for bit "
              "(1·W + 0·W' = W exactly in float32, and bf16 → float32 → bf16 is exact); λ = 1 with experts only "
              "is a Chimera: the code parent's routed experts inside the prose parent's attention, router and "
@@ -192,7 +206,13 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--out", default=os.path.join(REPO, "docs"))
     parser.add_argument("--work", default="", help="working directory for merged checkpoints (default: a temp dir)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite lambda_sweep.md/.png from OUT/lambda_sweep.json without merging or evaluating")
     args = parser.parse_args()
+    if args.report_only:
+        with open(os.path.join(args.out, "lambda_sweep.json")) as f:
+            write_outputs(args, json.load(f))
+        return
     args.lambdas = [float(x) for x in args.lambdas.split(",")]
     args.sample_lambdas = [float(x) for x in args.sample_lambdas.split(",")]
     deltas = [float(x) for x in args.deltas.split(",")]
@@ -226,7 +246,12 @@ def main():
             shutil.rmtree(out)
         delta_info = dict(rows=delta_rows, min_distance=distances[0], max_distance=distances[-1],
                           median_distance=distances[len(distances) // 2])
-        write_outputs(args, rows, delta_info, parents, samples, time.time() - started)
+        results = dict(lambdas=args.lambdas, sample_lambdas=args.sample_lambdas, max_new_tokens=args.max_new_tokens,
+                       parents=parents, deltas=delta_info, seconds=time.time() - started,
+                       rows=[dict(variant=key, **{"lambda": lam}, **losses) for (key, lam), losses in rows.items()],
+                       samples=[{"lambda": lam, "prompt": prompt, "text": text}
+                                for (lam, prompt), text in samples.items()])
+        write_outputs(args, results)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

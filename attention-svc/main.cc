@@ -1,10 +1,13 @@
 // attention-svc: loads everything but the routed experts, connects to the expert shards (which
 // must together host every expert of every MoE layer) and serves AttentionService with
-// continuous batching, health and reflection; SIGTERM stops admitting and drains.
+// continuous batching, health and reflection; SIGTERM stops admitting and drains. Health is
+// NOT_SERVING while some expert shard group has no healthy replica.
 //   attention-svc --model DIR --expert-shards host:port,...|dns:NAME:PORT|@FILE [--listen ADDR]
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -121,7 +124,28 @@ int Run() {
                config.model_type.c_str(), static_cast<long long>(config.num_hidden_layers),
                static_cast<double>(resident_bytes) / 1e6, (*fanout)->num_replicas(),
                (*fanout)->default_weight_set().name().c_str(), micro_batches, (*runner)->port());
-  (*runner)->WaitForTerminationSignal([&] { scheduler.StopAdmitting(); });
+  // Readiness follows the expert tier: NOT_SERVING while some shard group has no healthy
+  // replica, so a router sends new work to other attention replicas meanwhile.
+  std::atomic<bool> draining{false};
+  std::thread readiness([&] {
+    bool serving = true;
+    while (!draining) {
+      const int unreachable = (*fanout)->num_unreachable_groups();
+      if ((unreachable == 0) != serving) {
+        serving = unreachable == 0;
+        (*runner)->SetServing(serving);
+        std::fprintf(stderr, "attention-svc: %s\n",
+                     serving ? "every expert shard group is reachable again: SERVING"
+                             : "an expert shard group has no healthy replica: NOT_SERVING");
+      }
+      for (int i = 0; i < 10 && !draining; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  (*runner)->WaitForTerminationSignal([&] {
+    draining = true;
+    readiness.join();
+    scheduler.StopAdmitting();
+  });
   std::fprintf(stderr, "attention-svc: stopped after %llu steps\n",
                static_cast<unsigned long long>(scheduler.steps()));
   return 0;

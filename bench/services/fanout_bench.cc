@@ -43,6 +43,7 @@ ABSL_FLAG(int, decode_tokens, 16, "tokens generated per sequence");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt tokens per sequence");
 ABSL_FLAG(int, throughput_shards, 2, "expert shards behind attention-svc for the throughput table");
 ABSL_FLAG(std::string, markdown, "", "also write the tables to this file");
+ABSL_FLAG(std::string, tables, "fanout,throughput", "which tables to produce");
 
 namespace expertmesh::bench {
 namespace {
@@ -310,8 +311,9 @@ int Run(const char* argv0) {
   const unsigned cores = std::thread::hardware_concurrency();
   std::string report = absl::StrFormat("## Services benchmark (%u CPU cores, %s)\n\n", cores,
                                        "CPU backend, loopback gRPC, f32 experts in memory");
-  report += FanoutTable(model_dir, *config, /*layer=*/1);
-  report += ThroughputTable(model_dir, *config);
+  const std::string tables = absl::GetFlag(FLAGS_tables);
+  if (tables.find("fanout") != std::string::npos) report += FanoutTable(model_dir, *config, /*layer=*/1);
+  if (tables.find("throughput") != std::string::npos) report += ThroughputTable(model_dir, *config);
   std::printf("%s", report.c_str());
   if (const std::string path = absl::GetFlag(FLAGS_markdown); !path.empty()) std::ofstream(path) << report;
   return 0;

@@ -3,6 +3,7 @@
 // (its requests end UNAVAILABLE well within their deadlines, attention-svc keeps serving and
 // recovers once the shard is back on its port), a hung shard (DEADLINE_EXCEEDED at the request's
 // deadline), and a graceful SIGTERM of a replica (traffic moves to the other one, no errors).
+// attention-svc's health is NOT_SERVING while a shard group is unreachable.
 #include <signal.h>
 
 #include <latch>
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/integration/reference_generation.h"
 #include "tests/integration/service_cluster.h"
 
@@ -84,6 +86,18 @@ std::vector<GenerationOutput> GenerateAround(ServiceCluster& cluster, int count,
   return outputs;
 }
 
+// Readiness of attention-svc (NOT_SERVING while an expert shard group is unreachable).
+grpc::health::v1::HealthCheckResponse::ServingStatus AttentionHealth(ServiceCluster& cluster) {
+  auto health = grpc::health::v1::Health::NewStub(cluster.channel());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + milliseconds(2000));
+  grpc::health::v1::HealthCheckResponse response;
+  if (!health->Check(&context, grpc::health::v1::HealthCheckRequest(), &response).ok()) {
+    return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+  return response.status();
+}
+
 ClusterOptions TwoShards(int replicas) {
   ClusterOptions options;
   options.model_directory = SourcePath("tests/fixtures/v3_tiny");
@@ -135,6 +149,11 @@ TEST(ServicesFault, KillingTheOnlyReplicaEndsItsRequestsThenRecovers) {
     const GenerationOutput refused = RunGenerate((*cluster)->stub(), MakeRequest({1, 2, 3}, 5), milliseconds(5000));
     EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_LT(refused.elapsed, milliseconds(2000));
+    for (int attempt = 0; attempt < 100 && AttentionHealth(**cluster) == grpc::health::v1::HealthCheckResponse::SERVING;
+         ++attempt) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    EXPECT_EQ(AttentionHealth(**cluster), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   }
   // The shard comes back on the same port: attention-svc reconnects and serves again.
   ASSERT_TRUE((*cluster)->RestartShard(1).ok());
@@ -151,6 +170,11 @@ TEST(ServicesFault, KillingTheOnlyReplicaEndsItsRequestsThenRecovers) {
   }
   ASSERT_TRUE(recovered.status.ok()) << recovered.status.error_message();
   EXPECT_EQ(recovered.tokens, expected->tokens);
+  for (int attempt = 0; attempt < 50 && AttentionHealth(**cluster) != grpc::health::v1::HealthCheckResponse::SERVING;
+       ++attempt) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_EQ(AttentionHealth(**cluster), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 TEST(ServicesFault, HungShardEndsRequestsAtTheirDeadline) {

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/rpc/command_line.h"
 #include "expertmesh/v1/router_service.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -49,12 +50,21 @@ std::string CodeName(grpc::StatusCode code) {
 }
 
 int HealthCheck(const std::string& address) {
-  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  // Retry the connection quickly: the server is usually still starting.
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  //MINTEST arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments));
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_wait_seconds));
   std::string last = "no answer";
   do {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    // Wait for the connection instead of failing fast: with gRPC 1.51, fail-fast calls on a
+    // channel in TRANSIENT_FAILURE hold back its reconnection for seconds.
+    context.set_wait_for_ready(true);
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(absl::GetFlag(FLAGS_health_service));
     grpc::health::v1::HealthCheckResponse response;
@@ -115,7 +125,9 @@ int main(int argc, char** argv) {
   sigemptyset(&interrupt);
   sigaddset(&interrupt, SIGINT);
   pthread_sigmask(SIG_BLOCK, &interrupt, nullptr);
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);  // --max-tokens too
+  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
+  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
   if (!absl::GetFlag(FLAGS_health).empty()) return HealthCheck(absl::GetFlag(FLAGS_health));
 
   v1::GenerateRequest request;

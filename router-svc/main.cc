@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "router-svc/attention_pool.h"
@@ -122,7 +123,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "router-svc --tokenizer FILE --attention ADDRS [--listen ADDR] [--max-running N --max-waiting M] "
       "[--max-tokens-limit K] [--max-prompt-tokens P]");
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);  // --max-running too
+  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
   if (positional.size() > 1) {
     std::cerr << "error: unexpected argument '" << positional[1] << "'\n";
     return 2;

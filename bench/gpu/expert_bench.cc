@@ -85,7 +85,7 @@ const char* PathName(ExpertGemmPath p) {
     case ExpertGemmPath::kAuto: return "auto";
     case ExpertGemmPath::kDirect: return "direct-mma";
     case ExpertGemmPath::kCublasLoop: return "cublas-loop";
-    case ExpertGemmPath::kCublasGrouped: return "cublas-grouped";
+    case ExpertGemmPath::kCublasStreams: return "cublas-4-streams";
   }
   return "?";
 }
@@ -174,8 +174,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       CheckOrDie(weights[r].CopyFromHost(gate.data(), gate.size() * 4), "upload");
     }
     CheckOrDie(experts.Reserve(tokens, s.top_k), "reserve");
-    std::vector<ExpertGemmPath> paths = {ExpertGemmPath::kAuto, ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop};
-    if (format == GpuExpertFormat::kBF16) paths.push_back(ExpertGemmPath::kCublasGrouped);
+    // cuBLAS paths first: their per-shape heuristics are then warm for the auto run.
+    std::vector<ExpertGemmPath> paths = {ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
+                                         ExpertGemmPath::kDirect, ExpertGemmPath::kAuto};
     for (ExpertGemmPath path : paths) {
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
       experts.set_path(path);

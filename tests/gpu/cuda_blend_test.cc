@@ -1,5 +1,6 @@
 // Assembly-of-Experts blend kernels vs a float64 host reference on fresh random bf16 parents:
-// the weighted sum (float32 math, one bf16 rounding: at most 1 ulp off the float64 result), the
+// the weighted sum (float32 math, one bf16 rounding: within one bf16 ulp plus the float32
+// accumulation error of the float64 result), the
 // delta test choosing the base parent bit-exactly, the copy kernel, and the device random fills.
 #include <cmath>
 #include <cstring>
@@ -85,10 +86,16 @@ TEST_F(CudaBlendTest, BlendMatchesHostReferenceAndDeltaKeepsBase) {
           ASSERT_EQ(result[i], host[0][i]) << i;
           continue;
         }
-        double expected = 0.0;
-        for (int p = 0; p < parents_count; ++p) expected += parents.lambdas[p] * BFloat16ToFloat(host[p][i]);
-        const uint16_t expected_bits = FloatToBFloat16(static_cast<float>(expected));
-        if (std::abs(int(result[i]) - int(expected_bits)) > 1) ++off_by_more_than_one_ulp;
+        // Float32 accumulation error (bounded by the terms' magnitudes, which matters where they
+        // cancel) plus one bf16 rounding of the result.
+        double expected = 0.0, magnitude = 0.0;
+        for (int p = 0; p < parents_count; ++p) {
+          expected += parents.lambdas[p] * BFloat16ToFloat(host[p][i]);
+          magnitude += std::abs(parents.lambdas[p] * BFloat16ToFloat(host[p][i]));
+        }
+        const double bf16_ulp = std::ldexp(1.0, std::ilogb(std::max(std::abs(expected), 1e-30)) - 7);
+        const double allowed = bf16_ulp + parents_count * magnitude * std::ldexp(1.0, -23);
+        if (std::abs(BFloat16ToFloat(result[i]) - expected) > allowed) ++off_by_more_than_one_ulp;
       }
       EXPECT_EQ(off_by_more_than_one_ulp, 0) << parents_count << " parents";
     }

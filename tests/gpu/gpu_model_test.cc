@@ -57,7 +57,8 @@ struct Pair {
   std::unique_ptr<GpuModel> gpu;
 };
 
-Pair Build(const ModelConfig& config, ElementType weight_type, GpuExpertFormat expert_format, bool gpu_experts) {
+Pair Build(const ModelConfig& config, ElementType weight_type, GpuExpertFormat expert_format, bool gpu_experts,
+           AttentionAlgorithm prefill = AttentionAlgorithm::kNaive) {
   Pair p;
   p.config = config;
   p.experts = RandomExpertPair(config, expert_format, 11);
@@ -68,6 +69,7 @@ Pair Build(const ModelConfig& config, ElementType weight_type, GpuExpertFormat e
   options.max_sequences = 4;
   options.max_sequence_length = 64;
   options.page_tokens = 4;  // several pages per sequence even for short prompts
+  options.prefill_attention = prefill;
   auto gpu = GpuModel::Create(config, weights, gpu_experts ? static_cast<RoutedExperts*>(p.experts.gpu.get())
                                                            : p.experts.cpu.get(), options);
   EXPECT_TRUE(gpu.ok()) << gpu.status();
@@ -113,20 +115,23 @@ double CompareWithCpu(Pair& p, const RoutingObserver* cpu_observer = nullptr,
 }
 
 TEST_P(GpuModelTest, Float32MatchesCpuWithHostAndDeviceExperts) {
-  for (bool gpu_experts : {false, true}) {
-    Pair p = Build(Config(), ElementType::kF32, GpuExpertFormat::kF32, gpu_experts);
-    std::vector<std::vector<int32_t>> cpu_routes, gpu_routes;
-    RoutingObserver cpu_observer = [&](int64_t, std::span<const int32_t> ids, int64_t, int64_t) {
-      cpu_routes.emplace_back(ids.begin(), ids.end());
-    };
-    RoutingObserver gpu_observer = [&](int64_t, std::span<const int32_t> ids, int64_t, int64_t) {
-      gpu_routes.emplace_back(ids.begin(), ids.end());
-    };
-    const double error = CompareWithCpu(p, &cpu_observer, &gpu_observer);
-    std::printf("[gpu-model] %s f32, %s experts: max relative logit error %.3g\n", GetParam() ? "V3" : "V2-Lite",
-                gpu_experts ? "GPU" : "CPU", error);
-    EXPECT_LT(error, kF32Tolerance);
-    EXPECT_EQ(gpu_routes, cpu_routes) << "routing differs";
+  for (AttentionAlgorithm prefill : {AttentionAlgorithm::kNaive, AttentionAlgorithm::kAbsorbed}) {
+    for (bool gpu_experts : {false, true}) {
+      Pair p = Build(Config(), ElementType::kF32, GpuExpertFormat::kF32, gpu_experts, prefill);
+      std::vector<std::vector<int32_t>> cpu_routes, gpu_routes;
+      RoutingObserver cpu_observer = [&](int64_t, std::span<const int32_t> ids, int64_t, int64_t) {
+        cpu_routes.emplace_back(ids.begin(), ids.end());
+      };
+      RoutingObserver gpu_observer = [&](int64_t, std::span<const int32_t> ids, int64_t, int64_t) {
+        gpu_routes.emplace_back(ids.begin(), ids.end());
+      };
+      const double error = CompareWithCpu(p, &cpu_observer, &gpu_observer);
+      std::printf("[gpu-model] %s f32, %s prefill attention, %s experts: max relative logit error %.3g\n",
+                  GetParam() ? "V3" : "V2-Lite", prefill == AttentionAlgorithm::kNaive ? "naive" : "absorbed",
+                  gpu_experts ? "GPU" : "CPU", error);
+      EXPECT_LT(error, kF32Tolerance);
+      EXPECT_EQ(gpu_routes, cpu_routes) << "routing differs";
+    }
   }
 }
 

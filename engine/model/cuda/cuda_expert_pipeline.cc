@@ -36,7 +36,6 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
   ExpertGemmPath path = options_.path;
   if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasLoop;
-  if (fp8 && path == ExpertGemmPath::kCublasGrouped) path = ExpertGemmPath::kCublasLoop;
   std::vector<int32_t> offsets;
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
@@ -53,13 +52,17 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
     if (path == ExpertGemmPath::kAuto) {
       int32_t largest = 0;
       for (int64_t e = 0; e < num_local; ++e) largest = std::max(largest, offsets[e + 1] - offsets[e]);
-      path = largest <= options_.max_rows_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasLoop;
+      path = largest <= options_.max_rows_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasStreams;
     }
   }
   const int64_t rows = offsets.empty() ? slots : offsets[num_local];
   EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, rows));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchGatherRows(batch.activations, s.row_token.as<int32_t>(), s.offsets.as<int32_t>(),
-                                                    num_local, rows, hidden, s.rows.data(), /*to_bf16=*/!f32, stream));
+                                                    num_local, rows, hidden, s.rows.data(),
+                                                    f32 ? cuda::RowType::kF32
+                                                        : (path == ExpertGemmPath::kDirect && fp8 ? cuda::RowType::kF16
+                                                                                                  : cuda::RowType::kBF16),
+                                                    stream));
   if (path == ExpertGemmPath::kDirect) {
     auto* const* pointers = layer.device_pointers.as<const void*>();
     const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
@@ -70,17 +73,15 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
                                                       pointers + num_local, scales + num_local, fp8, hidden,
                                                       intermediate, s.y.as<float>(), stream));
   } else {
-    if (path == ExpertGemmPath::kCublasGrouped) {
-      EXPERTMESH_RETURN_IF_ERROR(RunCublasGrouped(layer, offsets, stream));
-    } else {
-      EXPERTMESH_RETURN_IF_ERROR(RunCublas(layer, offsets, stream));
-    }
+    EXPERTMESH_RETURN_IF_ERROR(
+        RunCublas(layer, offsets, path == ExpertGemmPath::kCublasStreams ? kCublasStreams : 1, stream));
   }
   return cuda::LaunchCombineExpertRows(s.y.as<float>(), s.row_of_slot.as<int32_t>(), batch.gate_weights, tokens, top_k,
                                        hidden, batch.output, batch.accumulate, stream);
 }
 
-absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream) {
+absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, int streams,
+                                          void* stream) {
   Scratch& s = *scratch_;
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const bool f32 = options_.format == GpuExpertFormat::kF32;
@@ -90,68 +91,92 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
   int64_t largest = 0;
   for (size_t e = 0; e + 1 < offsets.size(); ++e) largest = std::max<int64_t>(largest, offsets[e + 1] - offsets[e]);
   if (largest == 0) return absl::OkStatus();
-  // Float32 gate|up products of the largest expert's rows; FP8 weights of one expert in bf16.
-  if (s.gate_up_out.bytes() < static_cast<size_t>(largest * 2 * intermediate * sizeof(float))) {
-    s.gate_up_out = cuda::DeviceBuffer();
-    EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out, cuda::DeviceBuffer::Allocate(largest * 2 * intermediate * sizeof(float)));
+  // Per stream: float32 gate|up products of the largest expert's rows; FP8 weights of one expert in bf16.
+  for (int i = 0; i < streams; ++i) {
+    if (blas_[i] == nullptr) {
+      EXPERTMESH_ASSIGN_OR_RETURN(blas_[i], cuda::CublasContext::Create());
+    }
+    if (i > 0 && cublas_streams_[i] == nullptr) {
+      cudaStream_t created = nullptr;
+      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreate"));
+      cublas_streams_[i] = created;
+    }
+    if (join_events_[i] == nullptr) {
+      cudaEvent_t event = nullptr;
+      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
+      join_events_[i] = event;
+    }
+    const size_t products = largest * 2 * intermediate * sizeof(float);
+    if (s.gate_up_out[i].bytes() < products) {
+      s.gate_up_out[i] = cuda::DeviceBuffer();
+      EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out[i], cuda::DeviceBuffer::Allocate(products));
+    }
+    if (fp8 && s.dequantized[i].bytes() < static_cast<size_t>(3 * intermediate * hidden * 2)) {
+      EXPERTMESH_ASSIGN_OR_RETURN(s.dequantized[i], cuda::DeviceBuffer::Allocate(3 * intermediate * hidden * 2));
+    }
   }
-  if (fp8 && s.dequantized.bytes() < static_cast<size_t>(3 * intermediate * hidden * 2)) {
-    EXPERTMESH_ASSIGN_OR_RETURN(s.dequantized, cuda::DeviceBuffer::Allocate(3 * intermediate * hidden * 2));
+  if (fork_event_ == nullptr) {
+    cudaEvent_t event = nullptr;
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
+    fork_event_ = event;
+  }
+  // Fork: the helper streams start after everything enqueued so far on `stream`.
+  void* lanes[kCublasStreams] = {stream};
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(fork_event_), AsStream(stream)),
+                                        "cudaEventRecord"));
+  for (int i = 1; i < streams; ++i) {
+    lanes[i] = cublas_streams_[i];
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+        cudaStreamWaitEvent(AsStream(lanes[i]), static_cast<cudaEvent_t>(fork_event_), 0), "cudaStreamWaitEvent"));
   }
   auto* rows = static_cast<std::byte*>(s.rows.data());
   auto* h = static_cast<std::byte*>(s.h.data());
-  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+  int next = 0;
+  absl::Status status;
+  for (size_t e = 0; status.ok() && e + 1 < offsets.size(); ++e) {
     const int64_t first = offsets[e], count = offsets[e + 1] - offsets[e];
     if (count == 0) continue;
+    const int lane = next++ % streams;
+    void* lane_stream = lanes[lane];
+    cuda::CublasContext& blas = *blas_[lane];
     const ExpertStorage& expert = layer.slots[e];
     const void* gate_up = expert.gate_up.data();
     const void* down = expert.down.data();
     if (fp8) {
-      auto* bf16 = s.dequantized.as<uint16_t>();
-      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(), expert.gate_up_scale.as<float>(),
-                                                                2 * intermediate, hidden, intermediate, bf16, stream));
-      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(), expert.down_scale.as<float>(),
-                                                                hidden, intermediate, hidden,
-                                                                bf16 + 2 * intermediate * hidden, stream));
+      auto* bf16 = s.dequantized[lane].as<uint16_t>();
+      status = cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(), expert.gate_up_scale.as<float>(),
+                                              2 * intermediate, hidden, intermediate, bf16, lane_stream);
+      if (status.ok()) {
+        status = cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(), expert.down_scale.as<float>(), hidden,
+                                                intermediate, hidden, bf16 + 2 * intermediate * hidden, lane_stream);
+      }
       gate_up = bf16;
       down = bf16 + 2 * intermediate * hidden;
     }
-    EXPERTMESH_RETURN_IF_ERROR(blas_->Linear(rows + first * hidden * element, count, hidden, gate_up, 2 * intermediate,
-                                             s.gate_up_out.data(), ab, ElementType::kF32, stream));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.gate_up_out.as<float>(), count, intermediate,
-                                                            h + first * intermediate * element, !f32, stream));
-    EXPERTMESH_RETURN_IF_ERROR(blas_->Linear(h + first * intermediate * element, count, intermediate, down, hidden,
-                                             s.y.as<float>() + first * hidden, ab, ElementType::kF32, stream));
+    if (status.ok()) {
+      status = blas.Linear(rows + first * hidden * element, count, hidden, gate_up, 2 * intermediate,
+                           s.gate_up_out[lane].data(), ab, ElementType::kF32, lane_stream);
+    }
+    if (status.ok()) {
+      status = cuda::LaunchSiluMultiplyRows(s.gate_up_out[lane].as<float>(), count, intermediate,
+                                            h + first * intermediate * element, !f32, lane_stream);
+    }
+    if (status.ok()) {
+      status = blas.Linear(h + first * intermediate * element, count, intermediate, down, hidden,
+                           s.y.as<float>() + first * hidden, ab, ElementType::kF32, lane_stream);
+    }
   }
-  return absl::OkStatus();
-}
-
-absl::Status CudaRoutedExperts::RunCublasGrouped(const LayerStorage& layer, std::span<const int32_t> offsets,
-                                                 void* stream) {
-  Scratch& s = *scratch_;
-  const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
-  const bool f32 = options_.format == GpuExpertFormat::kF32;
-  const ElementType ab = f32 ? ElementType::kF32 : ElementType::kBF16;
-  const size_t element = f32 ? 4 : 2;
-  const int64_t total = offsets.back();
-  if (total == 0) return absl::OkStatus();
-  if (s.gate_up_out.bytes() < static_cast<size_t>(total * 2 * intermediate * sizeof(float))) {
-    s.gate_up_out = cuda::DeviceBuffer();
-    EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out, cuda::DeviceBuffer::Allocate(total * 2 * intermediate * sizeof(float)));
+  // Join (also after an error, so no helper stream is left running ahead of `stream`).
+  for (int i = 1; i < streams; ++i) {
+    absl::Status joined = CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(join_events_[i]), AsStream(lanes[i])),
+                                     "cudaEventRecord");
+    if (joined.ok()) {
+      joined = CudaStatus(cudaStreamWaitEvent(AsStream(stream), static_cast<cudaEvent_t>(join_events_[i]), 0),
+                          "cudaStreamWaitEvent");
+    }
+    if (status.ok()) status = joined;
   }
-  auto* rows = static_cast<std::byte*>(s.rows.data());
-  auto* h = static_cast<std::byte*>(s.h.data());
-  std::vector<cuda::GroupedGemmItem> first_items, second_items;
-  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
-    const int64_t first = offsets[e], count = offsets[e + 1] - offsets[e];
-    first_items.push_back({rows + first * hidden * element, layer.slots[e].gate_up.data(),
-                           s.gate_up_out.as<float>() + first * 2 * intermediate, count});
-    second_items.push_back({h + first * intermediate * element, layer.slots[e].down.data(),
-                            s.y.as<float>() + first * hidden, count});
-  }
-  EXPERTMESH_RETURN_IF_ERROR(blas_->GroupedLinear(first_items, 2 * intermediate, hidden, ab, ElementType::kF32, stream));
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.gate_up_out.as<float>(), total, intermediate, h, !f32, stream));
-  return blas_->GroupedLinear(second_items, hidden, intermediate, ab, ElementType::kF32, stream);
+  return status;
 }
 
 }  // namespace expertmesh

@@ -39,6 +39,13 @@ CudaRoutedExperts::CudaRoutedExperts(const CudaExpertOptions& options) : options
 
 CudaRoutedExperts::~CudaRoutedExperts() {
   if (stream_ != nullptr) cudaStreamDestroy(AsStream(stream_));
+  for (void* s : cublas_streams_) {
+    if (s != nullptr) cudaStreamDestroy(AsStream(s));
+  }
+  if (fork_event_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(fork_event_));
+  for (void* e : join_events_) {
+    if (e != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  }
 }
 
 absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(const CudaExpertOptions& options) {
@@ -52,7 +59,7 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
   std::unique_ptr<CudaRoutedExperts> experts(new CudaRoutedExperts(options));
-  EXPERTMESH_ASSIGN_OR_RETURN(experts->blas_, cuda::CublasContext::Create());
+  EXPERTMESH_ASSIGN_OR_RETURN(experts->blas_[0], cuda::CublasContext::Create());
   cudaStream_t stream = nullptr;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"));
   experts->stream_ = stream;

@@ -27,8 +27,10 @@ namespace expertmesh {
 enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 
 // How the experts' matrix products run (kAuto picks by rows per expert; the others are for
-// benchmarks and tests).
-enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasGrouped };
+// benchmarks and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
+// or the same spread over kCublasStreams concurrent streams (small experts fill the GPU together).
+enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams };
+inline constexpr int kCublasStreams = 4;
 
 struct CudaExpertOptions {
   int64_t hidden_size = 0;
@@ -36,7 +38,8 @@ struct CudaExpertOptions {
   int64_t n_routed_experts = 0;   // global expert ids are in [0, n_routed_experts)
   GpuExpertFormat format = GpuExpertFormat::kBF16;
   ExpertGemmPath path = ExpertGemmPath::kAuto;
-  // kAuto: the tensor-core kernels while no expert gets more rows than this, cuBLAS above.
+  // kAuto: the tensor-core kernels while no expert gets more rows than this, cuBLAS (on
+  // kCublasStreams streams) above.
   int64_t max_rows_for_direct_kernels = 64;
 };
 
@@ -122,7 +125,8 @@ class CudaRoutedExperts final : public RoutedExperts {
     int64_t row_capacity = 0;
     cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
     cuda::DeviceBuffer offsets, row_token, row_of_slot, error;
-    cuda::DeviceBuffer rows, h, y, gate_up_out, dequantized;
+    cuda::DeviceBuffer rows, h, y;
+    cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
   };
 
   explicit CudaRoutedExperts(const CudaExpertOptions& options);
@@ -132,12 +136,15 @@ class CudaRoutedExperts final : public RoutedExperts {
                             std::span<const std::byte> scale, void* destination, void* stream);
   absl::Status EnsureScratch(int64_t tokens, int64_t top_k, int64_t local_rows);
   absl::Status RunExperts(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream);
-  absl::Status RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream);
-  absl::Status RunCublasGrouped(const LayerStorage& layer, std::span<const int32_t> offsets, void* stream);
+  // One GEMM chain per expert with rows, round-robin over `streams` streams forked from `stream`.
+  absl::Status RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, int streams, void* stream);
 
   CudaExpertOptions options_;
   std::map<int64_t, LayerStorage> layers_;
-  std::unique_ptr<cuda::CublasContext> blas_;
+  std::unique_ptr<cuda::CublasContext> blas_[kCublasStreams];  // one per stream (own workspace)
+  void* cublas_streams_[kCublasStreams] = {};                   // cudaStream_t, made on first use
+  void* fork_event_ = nullptr;                                  // cudaEvent_t
+  void* join_events_[kCublasStreams] = {};
   std::unique_ptr<Scratch> scratch_;
   void* stream_ = nullptr;  // cudaStream_t of the host API
   std::mutex mutex_;        // one batch at a time (shared scratch)

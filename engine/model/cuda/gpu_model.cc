@@ -127,7 +127,11 @@ absl::Status GpuModel::Initialize(const ModelWeights& weights) {
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.router_logits, t * std::max<int64_t>(config_.n_routed_experts, 1) * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.expert_ids, t * std::max<int64_t>(config_.num_experts_per_tok, 1) * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.expert_weights, t * std::max<int64_t>(config_.num_experts_per_tok, 1) * 4));
-  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.gemm_input, std::max(t, options_.max_logit_rows) * widest_input * 4));
+  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.gemm_input, std::max(std::max(t, options_.max_logit_rows) * widest_input,
+                                                              options_.max_sequence_length * row) * 4));
+  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.cache_rows, options_.max_sequence_length * row * 4));
+  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.kv_expanded, options_.max_sequence_length * heads *
+                                                         (config_.qk_nope_head_dim + config_.v_head_dim) * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.final_rows, options_.max_logit_rows * hidden * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.logits, options_.max_logit_rows * config_.vocab_size * 4));
   if (cuda_experts_ != nullptr) {
@@ -213,9 +217,13 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
   EXPERTMESH_RETURN_IF_ERROR(ValidateInputs(inputs));
   std::vector<int32_t> ids, positions, owners, logit_rows;
   std::vector<Tensor> logits;
+  step_sequences_.clear();
+  naive_step_ = false;
   for (const GpuSequenceInput& in : inputs) {
     const int64_t start = sequences_[in.sequence].length;
     const auto count = static_cast<int64_t>(in.token_ids.size());
+    step_sequences_.push_back({in.sequence, static_cast<int64_t>(ids.size()), count, start});
+    naive_step_ |= count > 1 && options_.prefill_attention == AttentionAlgorithm::kNaive;
     for (int64_t t = 0; t < count; ++t) {
       if (in.all_logits || t == count - 1) logit_rows.push_back(static_cast<int32_t>(ids.size()));
       ids.push_back(in.token_ids[t]);
@@ -262,6 +270,7 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
     status = cuda::LaunchAddRmsNorm(b.residual.as<float>(), nullptr, b.logit_rows.as<int32_t>() + first,
                                     weights_.norm.data.as<float>(), rows, config_.hidden_size,
                                     static_cast<float>(config_.rms_norm_eps), b.final_rows.as<float>(), stream);
+    InvalidateGemmInput();  // final_rows has new contents
     if (status.ok()) status = Linear(b.final_rows.as<float>(), rows, weights_.lm_head, b.logits.as<float>());
     chunk.resize(rows * config_.vocab_size);
     if (status.ok()) {
@@ -331,12 +340,15 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> GpuModel::GenerateGreedy(std::
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.token_seq.data(), owners.data(), batch * 4,
                                                         cudaMemcpyHostToDevice, stream), "upload"));
   if (cuda_experts_ != nullptr) EXPERTMESH_RETURN_IF_ERROR(cuda_experts_->Reserve(batch, config_.num_experts_per_tok));
+  step_sequences_.clear();
+  naive_step_ = false;
   auto one_step = [&]() -> absl::Status {
-    EXPERTMESH_RETURN_IF_ERROR(RunLayers(batch, /*capturable=*/true, nullptr));
+    EXPERTMESH_RETURN_IF_ERROR(RunLayers(batch, /*capturable=*/use_cuda_graph, nullptr));
     EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), nullptr, nullptr,
                                                       weights_.norm.data.as<float>(), batch, config_.hidden_size,
                                                       static_cast<float>(config_.rms_norm_eps),
                                                       b.final_rows.as<float>(), stream));
+    InvalidateGemmInput();  // final_rows has new contents
     EXPERTMESH_RETURN_IF_ERROR(Linear(b.final_rows.as<float>(), batch, weights_.lm_head, b.logits.as<float>()));
     return cuda::LaunchGreedyAdvance(b.logits.as<float>(), batch, config_.vocab_size, b.token_ids.as<int32_t>(),
                                      b.token_pos.as<int32_t>(), b.first_pos.as<int32_t>(), b.generated.as<int32_t>(),

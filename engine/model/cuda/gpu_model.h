@@ -22,6 +22,7 @@
 #include "engine/model/model_weights.h"
 #include "engine/model/routed_experts.h"
 #include "engine/ops/cuda/cublas_gemm.h"
+#include "engine/ops/cuda/model_kernels.h"
 
 namespace expertmesh {
 
@@ -33,6 +34,11 @@ struct GpuModelOptions {
   int64_t max_sequence_length = 4096;  // positions per sequence
   int64_t page_tokens = 64;
   int64_t cache_pages = 0;  // 0: enough for max_sequences of max_sequence_length
+  // Steps with a multi-token sequence (prefill chunks): kNaive expands the cached latents through
+  // kv_b_proj and runs per-head score and value GEMMs in float32 on cuBLAS (what the CPU engine
+  // does for prefill); kAbsorbed uses the decode kernel for every token. Decode-only steps and
+  // GenerateGreedy always use the absorbed kernel.
+  AttentionAlgorithm prefill_attention = AttentionAlgorithm::kNaive;
 };
 
 struct GpuSequenceInput {
@@ -83,7 +89,12 @@ class GpuModel {
     cuda::DeviceBuffer residual, normed, attention_out, mlp_out, q_latent, q_latent_normed, q, kv;
     cuda::DeviceBuffer q_absorbed, context, heads_out, gate_up, h, router_logits, expert_ids, expert_weights;
     cuda::DeviceBuffer gemm_input, final_rows, logits;
+    cuda::DeviceBuffer cache_rows, kv_expanded, scores;  // naive prefill attention
     int64_t table_positions = 0;
+  };
+  // One sequence of the step being run (for the naive attention's per-sequence GEMMs).
+  struct StepSequence {
+    int64_t sequence = 0, first_row = 0, tokens = 0, start = 0;
   };
 
   GpuModel(const ModelConfig& config, GpuModelOptions options, RoutedExperts* routed_experts);
@@ -96,11 +107,16 @@ class GpuModel {
   // sequences); leaves the final residual stream in buffers' residual.
   absl::Status RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer);
   absl::Status Attention(int64_t layer, int64_t tokens);
+  // Naive attention of one sequence: context rows go straight into heads_out.
+  absl::Status NaiveAttention(const DeviceLayer& w, const cuda::PagedCacheView& cache, const StepSequence& sequence);
   absl::Status Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer);
   absl::Status SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate);
   // y[rows, W.rows] = x[rows, W.cols] * W^T (+ y); converts x to W's element type when needed.
   absl::Status Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate = false);
+  // x in `type` for a GEMM: x itself (float32) or its bf16 copy in gemm_input, reused while the
+  // same x is asked for again until InvalidateGemmInput() (called wherever x's contents change).
   const void* AsGemmInput(const float* x, int64_t count, cuda::ElementType type);
+  void InvalidateGemmInput() { converted_source_ = nullptr; }
 
   ModelConfig config_;
   GpuModelOptions options_;
@@ -115,6 +131,10 @@ class GpuModel {
   std::vector<Sequence> sequences_;
   std::vector<int32_t> free_pages_;
   std::vector<int32_t> block_table_;  // [max_sequences, max_pages_per_sequence], -1 = none
+  std::vector<StepSequence> step_sequences_;  // of the Step being run; empty in GenerateGreedy
+  bool naive_step_ = false;
+  const float* converted_source_ = nullptr;  // what gemm_input holds in bf16
+  int64_t converted_count_ = 0;
 };
 
 }  // namespace expertmesh

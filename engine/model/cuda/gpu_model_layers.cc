@@ -25,8 +25,12 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 
 const void* GpuModel::AsGemmInput(const float* x, int64_t count, ElementType type) {
   if (type == ElementType::kF32) return x;
-  // Conversion errors surface as the next launch's error; the launcher only rejects count < 0.
-  (void)cuda::LaunchFloatToBFloat16(x, buffers_->gemm_input.as<uint16_t>(), count, stream_);
+  if (x != converted_source_ || count != converted_count_) {
+    // Conversion errors surface as the next launch's error; the launcher only rejects count < 0.
+    (void)cuda::LaunchFloatToBFloat16(x, buffers_->gemm_input.as<uint16_t>(), count, stream_);
+    converted_source_ = x;
+    converted_count_ = count;
+  }
   return buffers_->gemm_input.data();
 }
 
@@ -40,6 +44,7 @@ absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t toke
   EXPERTMESH_RETURN_IF_ERROR(Linear(x, tokens, mlp.gate_up, b.gate_up.as<float>()));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(b.gate_up.as<float>(), tokens, mlp.intermediate, b.h.data(),
                                                           /*to_bf16=*/false, stream_));
+  InvalidateGemmInput();  // h has new contents
   return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
 }
 
@@ -68,6 +73,7 @@ absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingO
 
 absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
   Buffers& b = *buffers_;
+  InvalidateGemmInput();  // normed was just rewritten
   const DeviceLayer& w = weights_.layers[layer];
   const int64_t heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
   const int64_t rope = config_.qk_rope_head_dim, rank = config_.kv_lora_rank, v_dim = config_.v_head_dim;
@@ -89,9 +95,13 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaPrepare(b.q.as<float>(), b.kv.as<float>(), w.kv_a_layernorm.data.as<float>(),
                                                     kLatentNormEpsilon, b.cos.as<float>(), b.sin.as<float>(),
                                                     b.table_positions, interleaved, dims, cache, tokens, stream_));
-  // q_absorbed[t, h] = q_nope[t, h] * W_uk[h] ([nope, rank] rows of kv_b_proj): the query in latent space.
   const ElementType type = w.kv_b_proj.type;
   const size_t element = cuda::ElementBytes(type);
+  if (naive_step_) {
+    for (const StepSequence& sequence : step_sequences_) EXPERTMESH_RETURN_IF_ERROR(NaiveAttention(w, cache, sequence));
+    return Linear(b.heads_out.as<float>(), tokens, w.o_proj, b.attention_out.as<float>());
+  }
+  // q_absorbed[t, h] = q_nope[t, h] * W_uk[h] ([nope, rank] rows of kv_b_proj): the query in latent space.
   cuda::GemmShape absorb;
   absorb.m = tokens;
   absorb.n = rank;
@@ -127,8 +137,80 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
   return Linear(b.heads_out.as<float>(), tokens, w.o_proj, b.attention_out.as<float>());
 }
 
+absl::Status GpuModel::NaiveAttention(const DeviceLayer& w, const cuda::PagedCacheView& cache,
+                                      const StepSequence& sequence) {
+  Buffers& b = *buffers_;
+  const int64_t heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
+  const int64_t rope = config_.qk_rope_head_dim, rank = config_.kv_lora_rank, v_dim = config_.v_head_dim;
+  const int64_t qk = nope + rope, per_head = nope + v_dim, row = rank + rope;
+  const int64_t queries = sequence.tokens, keys = sequence.start + sequence.tokens;
+  EXPERTMESH_RETURN_IF_ERROR(
+      cuda::LaunchGatherSequenceCache(cache, sequence.sequence, keys, row, b.cache_rows.as<float>(), stream_));
+  InvalidateGemmInput();  // cache_rows has new contents
+  // Per-head keys (nope part) and values of every cached position: latents * kv_b_proj^T.
+  const ElementType type = w.kv_b_proj.type;
+  cuda::GemmShape expand;
+  expand.m = keys;
+  expand.n = heads * per_head;
+  expand.k = rank;
+  expand.lda = row;
+  expand.ldb = rank;
+  expand.ldc = heads * per_head;
+  EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(expand, AsGemmInput(b.cache_rows.as<float>(), keys * row, type),
+                                         w.kv_b_proj.data.data(), b.kv_expanded.data(), type, ElementType::kF32,
+                                         stream_));
+  const size_t score_bytes = heads * queries * keys * sizeof(float);
+  if (b.scores.bytes() < score_bytes) {
+    b.scores = cuda::DeviceBuffer();
+    EXPERTMESH_ASSIGN_OR_RETURN(b.scores, cuda::DeviceBuffer::Allocate(score_bytes));
+  }
+  // scores[h] = q_nope[h] k_nope[h]^T + q_rope[h] k_rope^T (float32; the rope key is shared by all heads).
+  const float* q = b.q.as<float>() + sequence.first_row * heads * qk;
+  cuda::GemmShape nope_scores;
+  nope_scores.m = queries;
+  nope_scores.n = keys;
+  nope_scores.k = nope;
+  nope_scores.lda = heads * qk;
+  nope_scores.ldb = heads * per_head;
+  nope_scores.ldc = keys;
+  nope_scores.batch = heads;
+  nope_scores.stride_a = qk;
+  nope_scores.stride_b = per_head;
+  nope_scores.stride_c = queries * keys;
+  nope_scores.fast_tf32 = options_.weight_type == ElementType::kBF16;  // serving mode: TF32 is finer than bf16
+  EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(nope_scores, q, b.kv_expanded.data(), b.scores.data(), ElementType::kF32,
+                                         ElementType::kF32, stream_));
+  cuda::GemmShape rope_scores = nope_scores;
+  rope_scores.k = rope;
+  rope_scores.ldb = row;
+  rope_scores.stride_b = 0;
+  rope_scores.beta = 1.0f;
+  EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(rope_scores, q + nope, b.cache_rows.as<float>() + rank, b.scores.data(),
+                                         ElementType::kF32, ElementType::kF32, stream_));
+  EXPERTMESH_RETURN_IF_ERROR(
+      cuda::LaunchCausalSoftmax(b.scores.as<float>(), heads, queries, keys, sequence.start, softmax_scale_, stream_));
+  // heads_out[t, h] = P[h, t] * V[h] (values: the last v_dim of each head's expanded block).
+  cuda::GemmShape values;
+  values.m = queries;
+  values.n = v_dim;
+  values.k = keys;
+  values.lda = keys;
+  values.ldb = heads * per_head;
+  values.ldc = heads * v_dim;
+  values.b_transposed = false;
+  values.batch = heads;
+  values.stride_a = queries * keys;
+  values.stride_b = per_head;
+  values.stride_c = v_dim;
+  values.fast_tf32 = nope_scores.fast_tf32;
+  return blas_->Gemm(values, b.scores.data(), b.kv_expanded.as<float>() + nope,
+                     b.heads_out.as<float>() + sequence.first_row * heads * v_dim, ElementType::kF32,
+                     ElementType::kF32, stream_);
+}
+
 absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer) {
   Buffers& b = *buffers_;
+  InvalidateGemmInput();  // normed was just rewritten
   const DeviceLayer& w = weights_.layers[layer];
   const int64_t hidden = config_.hidden_size;
   if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false);

@@ -1,12 +1,12 @@
 // CublasContext: owns one cuBLAS handle and its workspace (so calls can be captured into CUDA
-// graphs) and exposes the row-major products the GPU engine needs: nn.Linear-style
-// y = x * W^T, plain products, strided batches (per attention head) and grouped batches (one
-// GEMM per expert in a single call). Plain C++ header; float32 or bf16 operands, float32 math.
+// graphs; one context per concurrently used stream) and exposes the row-major products the GPU
+// engine needs: nn.Linear-style y = x * W^T, plain products and strided batches (per attention
+// head). Plain C++ header; float32 or bf16 operands, float32 math. (cuBLAS 13.1's grouped GEMM
+// answers NOT_SUPPORTED for bf16, measured on the H100, so experts use one GEMM per expert.)
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <span>
 
 #include "absl/status/statusor.h"
 #include "engine/ops/cuda/cuda_device.h"
@@ -26,14 +26,7 @@ struct GemmShape {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // element strides between batch items
   float alpha = 1.0f;
   float beta = 0.0f;
-};
-
-// One group of a grouped GEMM: C_g[m_g, n] = A_g[m_g, k] * B_g[n, k]^T, all row-major packed.
-struct GroupedGemmItem {
-  const void* a = nullptr;
-  const void* b = nullptr;
-  void* c = nullptr;
-  int64_t m = 0;
+  bool fast_tf32 = false;  // float32 operands through TF32 tensor cores (10-bit mantissa inputs)
 };
 
 class CublasContext {
@@ -52,16 +45,10 @@ class CublasContext {
                       int64_t out_features, void* y, ElementType ab_type, ElementType c_type,
                       void* stream, bool accumulate = false);
 
-  // One cublasGemmGroupedBatchedEx call over `items` (items with m == 0 are skipped); every item
-  // is C[m, n] = A[m, k] * B[n, k]^T. Not capturable (uploads the pointer arrays).
-  absl::Status GroupedLinear(std::span<const GroupedGemmItem> items, int64_t n, int64_t k,
-                             ElementType ab_type, ElementType c_type, void* stream);
-
  private:
   CublasContext() = default;
   void* handle_ = nullptr;  // cublasHandle_t
   DeviceBuffer workspace_;
-  DeviceBuffer pointer_arrays_;  // device copies of the grouped GEMM's A/B/C pointer arrays
 };
 
 }  // namespace expertmesh::cuda

@@ -150,9 +150,16 @@ MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q,
   for (int64_t start = 0; start < length; start += kChunkPositions) {
     const int count = static_cast<int>(length - start < kChunkPositions ? length - start : kChunkPositions);
     __syncthreads();
-    for (int64_t index = threadIdx.x; index < count * row_width; index += blockDim.x) {
-      const int64_t j = index / row_width, d = index - j * row_width;
-      chunk[j * kChunkRow + (d < rank ? d : kMaxRank + d - rank)] = CacheRow(cache, seq, start + j, row_width)[d];
+    // One warp per cached position: its row address once, then 16-byte copies (latent, then key).
+    for (int j = warp; j < count; j += kAttentionWarps) {
+      const float* source = CacheRow(cache, seq, start + j, row_width);
+      float* destination = chunk + j * kChunkRow;
+      for (int d = lane * 4; d < rank; d += 128) {
+        *reinterpret_cast<float4*>(destination + d) = *reinterpret_cast<const float4*>(source + d);
+      }
+      for (int d = lane * 4; d < rope; d += 128) {
+        *reinterpret_cast<float4*>(destination + kMaxRank + d) = *reinterpret_cast<const float4*>(source + rank + d);
+      }
     }
     __syncthreads();
     for (int j = 0; j < count; ++j) {
@@ -195,6 +202,41 @@ MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q,
       if (d < rank) context[(token * dims.heads + h) * rank + d] = accumulator[hh][i] * inverse;
     }
   }
+}
+
+// ---- naive (prefill) attention helpers ---------------------------------------------------------
+
+__global__ void GatherSequenceCacheKernel(PagedCacheView cache, int64_t seq, int64_t row_width, float* out) {
+  const int64_t position = blockIdx.x;
+  const float* source = CacheRow(cache, seq, position, row_width);
+  for (int64_t d = threadIdx.x; d < row_width; d += blockDim.x) out[position * row_width + d] = source[d];
+}
+
+__global__ void CausalSoftmaxKernel(float* scores, int64_t queries, int64_t keys, int64_t start, float scale) {
+  const int64_t row = blockIdx.x;  // head * queries + query
+  const int64_t visible = start + row % queries + 1;  // keys at positions <= the query's own
+  float* values = scores + row * keys;
+  float largest = -INFINITY;
+  for (int64_t s = threadIdx.x; s < visible; s += blockDim.x) largest = fmaxf(largest, values[s] * scale);
+  __shared__ float warp_max[32];
+  for (int offset = 16; offset > 0; offset /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = largest;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < blockDim.x / 32 ? warp_max[threadIdx.x] : -INFINITY;
+    for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    if (threadIdx.x == 0) warp_max[0] = v;
+  }
+  __syncthreads();
+  largest = warp_max[0];
+  float sum = 0.0f;
+  for (int64_t s = threadIdx.x; s < visible; s += blockDim.x) {
+    const float e = expf(values[s] * scale - largest);
+    values[s] = e;
+    sum += e;
+  }
+  const float inverse = 1.0f / BlockSum(sum);
+  for (int64_t s = threadIdx.x; s < keys; s += blockDim.x) values[s] = s < visible ? values[s] * inverse : 0.0f;
 }
 
 // ---- MoE gate ---------------------------------------------------------------------------------
@@ -425,14 +467,31 @@ absl::Status LaunchMlaPrepare(float* q, const float* kv, const float* kv_norm_we
 
 absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale, const MlaDims& dims,
                                 const PagedCacheView& cache, int64_t tokens, float* context, void* stream) {
-  if (dims.rank > kMaxRank || dims.rope > kMaxRope) {
-    return absl::InvalidArgumentError("LaunchMlaAttention: kv_lora_rank <= 512 and rope dim <= 64 supported");
+  if (dims.rank > kMaxRank || dims.rope > kMaxRope || dims.rank % 4 != 0 || dims.rope % 4 != 0) {
+    return absl::InvalidArgumentError("LaunchMlaAttention: kv_lora_rank <= 512 and rope dim <= 64, multiples of 4");
   }
   if (tokens <= 0) return absl::OkStatus();
   const int64_t heads_per_block = kAttentionWarps * kHeadsPerWarp;
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((dims.heads + heads_per_block - 1) / heads_per_block));
   MlaAttentionKernel<<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims, cache, context);
   return LastLaunchStatus("MlaAttentionKernel");
+}
+
+absl::Status LaunchGatherSequenceCache(const PagedCacheView& cache, int64_t sequence, int64_t positions,
+                                       int64_t row_width, float* out, void* stream) {
+  if (positions <= 0) return absl::OkStatus();
+  GatherSequenceCacheKernel<<<static_cast<unsigned>(positions), 128, 0, AsStream(stream)>>>(cache, sequence, row_width,
+                                                                                           out);
+  return LastLaunchStatus("GatherSequenceCacheKernel");
+}
+
+absl::Status LaunchCausalSoftmax(float* scores, int64_t heads, int64_t queries, int64_t keys, int64_t start,
+                                 float scale, void* stream) {
+  if (heads <= 0 || queries <= 0) return absl::OkStatus();
+  if (start + queries > keys) return absl::InvalidArgumentError("LaunchCausalSoftmax: start + queries > keys");
+  CausalSoftmaxKernel<<<static_cast<unsigned>(heads * queries), 256, 0, AsStream(stream)>>>(scores, queries, keys,
+                                                                                            start, scale);
+  return LastLaunchStatus("CausalSoftmaxKernel");
 }
 
 absl::Status LaunchMoeGate(const float* logits, const float* bias, const GateConfig& gate, int64_t tokens, int32_t* ids,

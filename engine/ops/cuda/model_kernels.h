@@ -53,6 +53,16 @@ absl::Status LaunchMlaPrepare(float* q, const float* kv, const float* kv_norm_we
 absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale, const MlaDims& dims,
                                 const PagedCacheView& cache, int64_t tokens, float* context, void* stream);
 
+// Naive (prefill) attention: copies positions [0, positions) of `sequence` out of the paged cache
+// layer into out [positions, row_width] (latent, then rotated key).
+absl::Status LaunchGatherSequenceCache(const PagedCacheView& cache, int64_t sequence, int64_t positions,
+                                       int64_t row_width, float* out, void* stream);
+
+// scores [heads * queries, keys] (one row per head and query; query q sits at position start + q)
+// -> causal softmax(scale * scores), zero past the query's own position.
+absl::Status LaunchCausalSoftmax(float* scores, int64_t heads, int64_t queries, int64_t keys, int64_t start,
+                                 float scale, void* stream);
+
 struct GateConfig {
   int64_t experts = 0, top_k = 0, groups = 1, topk_group = 1;
   int method = 0;  // 0 greedy, 1 group_limited_greedy, 2 noaux_tc

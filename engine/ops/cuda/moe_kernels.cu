@@ -68,22 +68,27 @@ BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32
 
 // ---- gather / epilogues -------------------------------------------------------------------
 
+__device__ __forceinline__ uint32_t PackPair16(float lo, float hi, RowType type) {
+  if (type == RowType::kF16) {
+    __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&pair);
+  }
+  __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&pair);
+}
+
 __global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ row_token,
                                  const int32_t* __restrict__ offsets, int32_t num_local, int64_t hidden,
-                                 void* __restrict__ rows_out, bool to_bf16) {
+                                 void* __restrict__ rows_out, RowType type) {
   const int32_t total_rows = offsets[num_local];
   const int64_t quads = hidden / 4;
   for (int32_t row = blockIdx.x; row < total_rows; row += gridDim.x) {
     const float4* source = reinterpret_cast<const float4*>(x + int64_t(row_token[row]) * hidden);
-    if (to_bf16) {
-      uint2* destination = reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(rows_out) + int64_t(row) * hidden);
+    if (type != RowType::kF32) {
+      uint2* destination = reinterpret_cast<uint2*>(static_cast<uint16_t*>(rows_out) + int64_t(row) * hidden);
       for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
         const float4 v = source[q];
-        __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-        uint2 packed;
-        packed.x = *reinterpret_cast<uint32_t*>(&lo);
-        packed.y = *reinterpret_cast<uint32_t*>(&hi);
-        destination[q] = packed;
+        destination[q] = make_uint2(PackPair16(v.x, v.y, type), PackPair16(v.z, v.w, type));
       }
     } else {
       float4* destination = reinterpret_cast<float4*>(static_cast<float*>(rows_out) + int64_t(row) * hidden);
@@ -141,39 +146,46 @@ __global__ void CombineRowsKernel(const float* __restrict__ y, const int32_t* __
 // physical k sits in which fragment position as long as A and B agree, so those 8 values feed
 // two k16 steps: step s takes values 4s..4s+3 as the fragment columns (2t, 2t+1, 2t+8, 2t+9).
 
+template <bool kHalf>
 __device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                     uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  if constexpr (kHalf) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
 }
 
-__device__ __forceinline__ uint32_t Fp8PairToBf16Pair(uint32_t two_bytes, float scale) {
+// Two E4M3 values -> an f16 pair, exactly (one cvt instruction on sm_89+).
+__device__ __forceinline__ uint32_t Fp8PairToHalfPair(uint32_t two_bytes) {
   const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
-  const float2 values = __half22float2(*reinterpret_cast<const __half2*>(&raw));
-  __nv_bfloat162 out = __floats2bfloat162_rn(values.x * scale, values.y * scale);
-  return *reinterpret_cast<uint32_t*>(&out);
+  return static_cast<uint32_t>(raw.x) | (static_cast<uint32_t>(raw.y) << 16);
 }
 
-// 8 weights of `row` at column k as four bf16 pairs; zeros when the row or k is out of range.
+// 8 weights of `row` at column k as four 16-bit pairs (bf16, or f16 for unscaled FP8 values);
+// zeros when the row or k is out of range.
 template <bool kFp8>
-__device__ __forceinline__ uint4 LoadWeights(const void* weights, const float* scale, int64_t row, bool row_ok,
-                                             int64_t k, bool k_ok, int64_t cols, int64_t scale_row,
-                                             int64_t scale_cols) {
+__device__ __forceinline__ uint4 LoadWeights(const void* weights, int64_t row, bool row_ok, int64_t k, bool k_ok,
+                                             int64_t cols) {
   if (!(row_ok && k_ok)) return make_uint4(0, 0, 0, 0);
   if constexpr (!kFp8) {
     return __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(weights) + row * cols + k));
   } else {
     const uint2 bytes = __ldg(reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(weights) + row * cols + k));
-    const float s = __ldg(scale + scale_row * scale_cols + k / 128);
-    return make_uint4(Fp8PairToBf16Pair(bytes.x & 0xffffu, s), Fp8PairToBf16Pair(bytes.x >> 16, s),
-                      Fp8PairToBf16Pair(bytes.y & 0xffffu, s), Fp8PairToBf16Pair(bytes.y >> 16, s));
+    return make_uint4(Fp8PairToHalfPair(bytes.x & 0xffffu), Fp8PairToHalfPair(bytes.x >> 16),
+                      Fp8PairToHalfPair(bytes.y & 0xffffu), Fp8PairToHalfPair(bytes.y >> 16));
   }
 }
 
-__device__ __forceinline__ uint4 LoadActivations(const __nv_bfloat16* rows, int64_t row, bool row_ok, int64_t k,
+__device__ __forceinline__ uint4 LoadActivations(const uint16_t* rows, int64_t row, bool row_ok, int64_t k,
                                                  bool k_ok, int64_t cols) {
   if (!(row_ok && k_ok)) return make_uint4(0, 0, 0, 0);
   return __ldg(reinterpret_cast<const uint4*>(rows + row * cols + k));
@@ -181,11 +193,13 @@ __device__ __forceinline__ uint4 LoadActivations(const __nv_bfloat16* rows, int6
 
 // One warp: 16 weight rows (row_a for fragment rows 0-7, row_b for 8-15) against up to
 // kTilesPerPass * 8 activation rows starting at `first`, over its share of k: steps of 128
-// starting at k_first, every kWarpsPerBlock-th step (the block's warps split k).
+// starting at k_first, every kWarpsPerBlock-th step (the block's warps split k). A step lies in
+// one 128-wide scale block, so FP8 weights go into the MMA unscaled (f16, exact) and each step's
+// partial sums are scaled per row (scale_row_a / scale_row_b) when added to `acc`.
 template <bool kFp8>
 __device__ __forceinline__ void WarpProduct(const void* weights, const float* scale, int64_t cols,
                                             int64_t row_a, bool row_a_ok, int64_t scale_row_a, int64_t row_b,
-                                            bool row_b_ok, int64_t scale_row_b, const __nv_bfloat16* x,
+                                            bool row_b_ok, int64_t scale_row_b, const uint16_t* x,
                                             int32_t first, int32_t end, int t, int g, int64_t k_first,
                                             float (&acc)[kTilesPerPass][4]) {
   const int64_t scale_cols = (cols + 127) / 128;
@@ -197,9 +211,16 @@ __device__ __forceinline__ void WarpProduct(const void* weights, const float* sc
     for (int c = 0; c < kChunksPerStep; ++c) {
       const int64_t k = k_step + c * 32 + t * 8;
       const bool k_ok = k < cols;
-      wa[c] = LoadWeights<kFp8>(weights, scale, row_a, row_a_ok, k, k_ok, cols, scale_row_a, scale_cols);
-      wb[c] = LoadWeights<kFp8>(weights, scale, row_b, row_b_ok, k, k_ok, cols, scale_row_b, scale_cols);
+      wa[c] = LoadWeights<kFp8>(weights, row_a, row_a_ok, k, k_ok, cols);
+      wb[c] = LoadWeights<kFp8>(weights, row_b, row_b_ok, k, k_ok, cols);
     }
+    float part[kTilesPerPass][4];
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[tile][i] = 0.0f;
+    }
+    float(&sink)[kTilesPerPass][4] = kFp8 ? part : acc;
 #pragma unroll
     for (int c = 0; c < kChunksPerStep; ++c) {
       const int64_t k = k_step + c * 32 + t * 8;
@@ -209,11 +230,32 @@ __device__ __forceinline__ void WarpProduct(const void* weights, const float* sc
         if (tile < tiles) {
           const int32_t row = first + tile * 8 + g;
           const uint4 xv = LoadActivations(x, row, row < end, k, k_ok, cols);
-          Mma(acc[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
-          Mma(acc[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
+          Mma<kFp8>(sink[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
+          Mma<kFp8>(sink[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
         }
       }
     }
+    if constexpr (kFp8) {
+      const float scale_a = row_a_ok ? __ldg(scale + scale_row_a * scale_cols + k_step / 128) : 0.0f;
+      const float scale_b = row_b_ok ? __ldg(scale + scale_row_b * scale_cols + k_step / 128) : 0.0f;
+#pragma unroll
+      for (int tile = 0; tile < kTilesPerPass; ++tile) {
+        acc[tile][0] += scale_a * part[tile][0];
+        acc[tile][1] += scale_a * part[tile][1];
+        acc[tile][2] += scale_b * part[tile][2];
+        acc[tile][3] += scale_b * part[tile][3];
+      }
+    }
+  }
+}
+
+// A float as 16 bits: f16 for the FP8 path (its MMA takes f16), else bf16.
+template <bool kHalf>
+__device__ __forceinline__ uint16_t To16(float value) {
+  if constexpr (kHalf) {
+    return __half_as_ushort(__float2half_rn(value));
+  } else {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(value));
   }
 }
 
@@ -243,9 +285,9 @@ __device__ __forceinline__ void ReduceAcrossWarps(float (&acc)[kTilesPerPass][4]
 
 template <bool kFp8>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ offsets,
+ExpertGateUpKernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ offsets,
                    const void* const* __restrict__ gate_up, const float* const* __restrict__ gate_up_scale,
-                   int64_t hidden, int64_t intermediate, __nv_bfloat16* __restrict__ h) {
+                   int64_t hidden, int64_t intermediate, uint16_t* __restrict__ h) {
   const int32_t slot = blockIdx.y;
   const int32_t begin = offsets[slot], end = offsets[slot + 1];
   if (begin >= end) return;
@@ -266,9 +308,9 @@ ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restric
 #pragma unroll
     for (int tile = 0; tile < kTilesPerPass; ++tile) {
       const int32_t row0 = first + tile * 8 + 2 * t;
-      if (j_ok && row0 < end) h[int64_t(row0) * intermediate + j] = __float2bfloat16_rn(Silu(acc[tile][0]) * acc[tile][2]);
+      if (j_ok && row0 < end) h[int64_t(row0) * intermediate + j] = To16<kFp8>(Silu(acc[tile][0]) * acc[tile][2]);
       if (j_ok && row0 + 1 < end) {
-        h[int64_t(row0 + 1) * intermediate + j] = __float2bfloat16_rn(Silu(acc[tile][1]) * acc[tile][3]);
+        h[int64_t(row0 + 1) * intermediate + j] = To16<kFp8>(Silu(acc[tile][1]) * acc[tile][3]);
       }
     }
   }
@@ -276,7 +318,7 @@ ExpertGateUpKernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restric
 
 template <bool kFp8>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-ExpertDownKernel(const __nv_bfloat16* __restrict__ h, const int32_t* __restrict__ offsets,
+ExpertDownKernel(const uint16_t* __restrict__ h, const int32_t* __restrict__ offsets,
                  const void* const* __restrict__ down, const float* const* __restrict__ down_scale, int64_t hidden,
                  int64_t intermediate, float* __restrict__ y) {
   const int32_t slot = blockIdx.y;
@@ -357,12 +399,12 @@ absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num
 }
 
 absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets, int64_t num_local,
-                              int64_t max_rows, int64_t hidden, void* rows_out, bool to_bf16, void* stream) {
+                              int64_t max_rows, int64_t hidden, void* rows_out, RowType type, void* stream) {
   if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchGatherRows: hidden must be a multiple of 4");
   if (max_rows <= 0) return absl::OkStatus();
   const unsigned blocks = static_cast<unsigned>(max_rows < 4096 ? max_rows : 4096);
   GatherRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(x, row_token, offsets, static_cast<int32_t>(num_local),
-                                                         hidden, rows_out, to_bf16);
+                                                         hidden, rows_out, type);
   return LastLaunchStatus("GatherRowsKernel");
 }
 
@@ -374,8 +416,8 @@ absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, 
   }
   if (num_local <= 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>((intermediate + 7) / 8), static_cast<unsigned>(num_local));
-  const auto* x = reinterpret_cast<const __nv_bfloat16*>(x_rows);
-  auto* out = reinterpret_cast<__nv_bfloat16*>(h);
+  const uint16_t* x = x_rows;
+  uint16_t* out = h;
   if (fp8) {
     ExpertGateUpKernel<true><<<grid, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(x, offsets, gate_up, gate_up_scale,
                                                                                 hidden, intermediate, out);
@@ -394,7 +436,7 @@ absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, int64_t
   }
   if (num_local <= 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>((hidden + 15) / 16), static_cast<unsigned>(num_local));
-  const auto* in = reinterpret_cast<const __nv_bfloat16*>(h);
+  const uint16_t* in = h;
   if (fp8) {
     ExpertDownKernel<true><<<grid, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(in, offsets, down, down_scale, hidden,
                                                                               intermediate, y);

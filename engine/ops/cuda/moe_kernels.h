@@ -22,24 +22,29 @@ absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
                                           int32_t* row_of_slot, int32_t* error, void* stream);
 
+// Element type of gathered rows: float32 (cuBLAS float32 path), bf16 (bf16 experts), f16 (FP8
+// experts, whose MMA runs in f16 on the exactly converted E4M3 values).
+enum class RowType { kF32, kBF16, kF16 };
+
 // rows_out[r, :] = x[row_token[r], :] for r < offsets[num_local] (read on the device; at most
-// max_rows), converted to bf16 (`to_bf16`) or kept float32. x is float32 [tokens, hidden].
+// max_rows), converted to `type`. x is float32 [tokens, hidden].
 absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets,
                               int64_t num_local, int64_t max_rows, int64_t hidden, void* rows_out,
-                              bool to_bf16, void* stream);
+                              RowType type, void* stream);
 
-// Tensor-core SwiGLU halves for rows grouped by expert (mma.sync bf16, float32 accumulation).
-// gate_up[e] points to expert e's [2I, H] weights (gate rows, then up rows), bf16 or fp8 E4M3
-// with block scales gate_up_scale[e] ([2 * ceil(I/128), ceil(H/128)] float32: gate's blocks,
-// then up's). h[r, j] = bf16(silu(x_r . gate_j) * (x_r . up_j)) for rows of every local expert.
-// Needs H % 8 == 0 and I % 8 == 0 (16-byte rows).
+// Tensor-core SwiGLU halves for rows grouped by expert (mma.sync, float32 accumulation).
+// gate_up[e] points to expert e's [2I, H] weights (gate rows, then up rows): bf16 with bf16 rows,
+// or FP8 E4M3 with f16 rows and block scales gate_up_scale[e] ([2 * ceil(I/128), ceil(H/128)]
+// float32: gate's blocks, then up's), applied per 128-wide k block after the MMA.
+// h[r, j] = silu(x_r . gate_j) * (x_r . up_j) (bf16, or f16 for FP8) for rows of every local
+// expert. Needs H % 8 == 0 and I % 8 == 0 (16-byte rows).
 absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, int64_t num_local,
                                 const void* const* gate_up, const float* const* gate_up_scale,
                                 bool fp8, int64_t hidden, int64_t intermediate, uint16_t* h,
                                 void* stream);
 
-// y[r, i] = h_r . down_i (float32) with down[e] = expert e's [H, I] weights (bf16 or fp8 with
-// down_scale[e] [ceil(H/128), ceil(I/128)]).
+// y[r, i] = h_r . down_i (float32) with down[e] = expert e's [H, I] weights (bf16 with bf16 h, or
+// FP8 with f16 h and down_scale[e] [ceil(H/128), ceil(I/128)]).
 absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, int64_t num_local,
                               const void* const* down, const float* const* down_scale, bool fp8,
                               int64_t hidden, int64_t intermediate, float* y, void* stream);

@@ -34,7 +34,6 @@ std::unique_ptr<AttentionPool> AttentionPool::Create(const std::vector<std::stri
     grpc::ChannelArguments arguments;
     // Come back quickly after a replica restarts; the prober notices within one interval.
     arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-    arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
     arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     arguments.SetMaxReceiveMessageSize(64 << 20);
     replica->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
@@ -63,6 +62,9 @@ void AttentionPool::Probe(Replica& replica) {
   {
     grpc::ClientContext context;
     context.set_deadline(deadline);
+    // Wait for the connection rather than failing fast: with gRPC 1.51, fail-fast calls on a
+    // channel in TRANSIENT_FAILURE hold back its reconnection for seconds.
+    context.set_wait_for_ready(true);
     grpc::health::v1::HealthCheckRequest request;
     grpc::health::v1::HealthCheckResponse response;
     const grpc::Status status = replica.health->Check(&context, request, &response);

@@ -25,7 +25,8 @@ namespace expertmesh::router_service {
 
 struct AttentionPoolOptions {
   std::chrono::milliseconds probe_interval{500};
-  std::chrono::milliseconds probe_timeout{2000};
+  // A replica that does not answer within this is unhealthy (also bounds Create's first probe).
+  std::chrono::milliseconds probe_timeout{1000};
 };
 
 // What the router needs to know about the model behind the replicas (from Describe).

@@ -35,8 +35,13 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   const bool f32 = options_.format == GpuExpertFormat::kF32;
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
   ExpertGemmPath path = options_.path;
-  if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasLoop;
+  if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasStreams;
   std::vector<int32_t> offsets;
+  const int64_t expert_bytes = 3 * hidden * intermediate * 2;
+  if (path == ExpertGemmPath::kAuto && !batch.capturable && !fp8 &&
+      expert_bytes >= options_.min_expert_bytes_for_cublas) {
+    path = ExpertGemmPath::kCublasStreams;
+  }
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
   if (batch.capturable) {

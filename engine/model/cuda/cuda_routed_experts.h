@@ -41,6 +41,11 @@ struct CudaExpertOptions {
   // kAuto: the tensor-core kernels while no expert gets more rows than this, cuBLAS (on
   // kCublasStreams streams) above.
   int64_t max_rows_for_direct_kernels = 64;
+  // kAuto outside CUDA graphs: bf16 experts of at least this many bytes always take cuBLAS on
+  // kCublasStreams streams. Measured on an H100 (bench/RESULTS.md): for DeepSeek-V3 experts (88 MB)
+  // that path read the weights faster than the tensor-core kernels at every batch size (45-88%
+  // of copy bandwidth vs 42-73%); for V2-Lite experts (17 MB) the kernels won up to 256 tokens.
+  int64_t min_expert_bytes_for_cublas = int64_t(32) << 20;
 };
 
 // The stored bytes of one expert's three tensors (zero-copy views of a checkpoint). FP8 tensors

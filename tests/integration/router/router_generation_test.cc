@@ -200,7 +200,8 @@ TEST_F(RouterGenerationTest, AdmissionQueueFullAndDeadlineWhileWaiting) {
   std::promise<void> first_token;
   std::atomic<bool> release{false};
   auto running = std::async(std::launch::async, [&] {
-    return client.Generate(TextRequest(kPrompt, 1500), std::chrono::seconds(60), [&](grpc::ClientContext& context) {
+    // Long enough to still be running when the other requests have been answered.
+    return client.Generate(TextRequest(kPrompt, 2000), std::chrono::seconds(60), [&](grpc::ClientContext& context) {
       first_token.set_value();
       while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       context.TryCancel();
@@ -210,14 +211,26 @@ TEST_F(RouterGenerationTest, AdmissionQueueFullAndDeadlineWhileWaiting) {
   // The only running slot is taken: a waiter with a short deadline gives up in the queue.
   const RouterOutput late = client.Generate(TextRequest(kPrompt, 4), std::chrono::milliseconds(300));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << late.status.error_message();
-  // One waiter fills the queue; the next request is refused at once.
-  auto waiting = std::async(std::launch::async, [&] { return client.Generate(TextRequest(kPrompt, 4)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  const RouterOutput refused = client.Generate(TextRequest(kPrompt, 4));
+  // Two more requests: whichever arrives second finds the single waiting place taken and is
+  // refused at once, while the other waits for the running request.
+  auto first = std::async(std::launch::async, [&] { return client.Generate(TextRequest(kPrompt, 4)); });
+  auto second = std::async(std::launch::async, [&] { return client.Generate(TextRequest(kPrompt, 4)); });
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool one_finished = false;
+  while (!one_finished && std::chrono::steady_clock::now() < give_up) {
+    one_finished = first.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready ||
+                   second.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready;
+  }
+  if (!one_finished) {
+    release.store(true);  // let the running request end before the futures are joined
+    FAIL() << "neither request was refused";
+  }
+  const bool first_refused = first.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  const RouterOutput refused = first_refused ? first.get() : second.get();
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
   release.store(true);
   EXPECT_EQ(running.get().status.error_code(), grpc::StatusCode::CANCELLED);
-  const RouterOutput admitted = waiting.get();
+  const RouterOutput admitted = first_refused ? second.get() : first.get();
   EXPECT_TRUE(admitted.status.ok()) << admitted.status.error_message();
   EXPECT_EQ(admitted.ids, ReferenceGreedy(Encode(kPrompt), 4));
 }

@@ -2,6 +2,8 @@
 // serves RouterService.Generate with health (overall = alive; "expertmesh.v1.RouterService" =
 // ready, i.e. some attention replica is healthy), reflection and a SIGTERM drain.
 //   router-svc --tokenizer models/tokenizer.json --attention 127.0.0.1:50061 --listen 0.0.0.0:50051
+#include <stdlib.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -119,6 +121,10 @@ int Run() {
 }  // namespace expertmesh::router_service
 
 int main(int argc, char** argv) {
+  // gRPC 1.51 notices a replica connection that completes outside an RPC only at the client
+  // channel's backup poll (default 5 s); poll more often so a restarted replica is back quickly.
+  // Must happen before gRPC initializes; an explicit setting in the environment wins.
+  setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "500", /*overwrite=*/0);
   expertmesh::rpc::BlockTerminationSignals();
   absl::SetProgramUsageMessage(
       "router-svc --tokenizer FILE --attention ADDRS [--listen ADDR] [--max-running N --max-waiting M] "

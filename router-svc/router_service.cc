@@ -134,6 +134,8 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
   usage.set_prompt_tokens(static_cast<uint32_t>(request.prompt_ids.size()));
   usage.set_completion_tokens(completion_tokens);
   usage.set_time_to_first_token_seconds(time_to_first_token);
+  // attention-svc reports the serving blend and version only in its final event; a sequence the
+  // router cancelled (stop string) has none, so it reports the requested blend with version 0.
   usage.set_blend(have_upstream_usage ? upstream_usage.blend() : blend);
   usage.set_blend_version(have_upstream_usage ? upstream_usage.blend_version() : 0);
   const absl::Status upstream = rpc::FromGrpcStatus(upstream_status);

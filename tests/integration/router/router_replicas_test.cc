@@ -48,12 +48,13 @@ TEST(RouterReplicasTest, BalancesAndSurvivesAReplicaKill) {
   auto cluster = ServiceCluster::Start(options);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   // Both attention replicas start at once (each start waits for its health check).
-  auto start_attention = [&](const std::string& name) {
+  auto start_attention = [&](const std::string& name, int port = 0) {
     return ServiceProcess::Start(name, BinaryPath("attention-svc"),
                                  {absl::StrCat("--model=", options.model_directory),
-                                  absl::StrCat("--expert-shards=", absl::StrJoin((*cluster)->shard_addresses(), ","))});
+                                  absl::StrCat("--expert-shards=", absl::StrJoin((*cluster)->shard_addresses(), ","))},
+                                 std::chrono::seconds(60), port);
   };
-  auto first_start = std::async(std::launch::async, start_attention, "attention-svc-1");
+  auto first_start = std::async(std::launch::async, start_attention, "attention-svc-1", 0);
   auto second = start_attention("attention-svc-2");
   auto first = first_start.get();
   ASSERT_TRUE(first.ok()) << first.status();
@@ -96,6 +97,19 @@ TEST(RouterReplicasTest, BalancesAndSurvivesAReplicaKill) {
   }
   served = ServedPerReplica((*router)->ReadLog());
   EXPECT_EQ(served[second_address], 16 - served[first_address]);
+
+  // The replica comes back on its address: the router's probes find it and it serves again.
+  const int served_before_restart = served[first_address];
+  auto restarted = start_attention("attention-svc-1-restarted", (*first)->port());
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (ServedPerReplica((*router)->ReadLog())[first_address] == served_before_restart &&
+         std::chrono::steady_clock::now() < give_up) {
+    const RouterOutput output = client.Generate(TextRequest(kPrompt, 4));
+    ASSERT_TRUE(output.status.ok()) << output.status.error_message();
+  }
+  EXPECT_GT(ServedPerReplica((*router)->ReadLog())[first_address], served_before_restart)
+      << "the restarted replica should be used again";
   EXPECT_EQ((*router)->Terminate(), 0);
 }
 

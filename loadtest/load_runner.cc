@@ -90,6 +90,8 @@ class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
       const v1::Usage& usage = response_.usage();
       result_.has_usage = true;
       result_.generated_tokens = usage.completion_tokens();
+      // The router's count (text prompts are sent as words).
+      if (usage.prompt_tokens() > 0) result_.prompt_tokens = static_cast<int>(usage.prompt_tokens());
       result_.blend = usage.blend();
       result_.blend_version = usage.blend_version();
       result_.finish_reason = FinishReasonName(usage.finish_reason());

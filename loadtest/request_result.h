@@ -16,7 +16,8 @@ struct RequestResult {
   double end_to_end_seconds = 0;
   // Until the first delta carrying tokens or text; negative when none came.
   double time_to_first_token_seconds = -1;
-  int prompt_tokens = 0;  // sent (token ids) or words (text prompts)
+  // The Usage event's prompt_tokens when it came, else what was sent (ids, or words of text).
+  int prompt_tokens = 0;
   int max_tokens = 0;
   // Generated tokens: the Usage event's completion_tokens, else the tokens counted in deltas.
   int64_t generated_tokens = 0;

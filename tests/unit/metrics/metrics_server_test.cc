@@ -2,13 +2,19 @@
 // cannot parse and ports in use fail with a clear status instead of an exception.
 #include "engine/metrics/metrics_server.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+#include <vector>
+
 #include "engine/metrics/serving_metrics.h"
 #include "engine/metrics/service_metrics.h"
+#include "expertmesh/v1/router_service.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/unit/metrics/exposition_test_util.h"
 
@@ -118,7 +124,29 @@ TEST(MetricsServerTest, PortInUseIsAClearUnavailableError) {
   EXPECT_NE(server.status().message().find(address), std::string::npos) << server.status();
 }
 
+TEST(MetricsServerTest, SharingThePortOfThisProcesssGrpcServerFailsClearly) {
+  // The "null context when constructing CivetServer" seen in a service binary: --metrics-listen
+  // named the port its own gRPC server listens on.
+  expertmesh::v1::RouterService::Service unimplemented_router;  // a server needs a service
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&unimplemented_router);
+  int grpc_port = 0;
+  builder.AddListeningPort("0.0.0.0:0", grpc::InsecureServerCredentials(), &grpc_port);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  ASSERT_GT(grpc_port, 0);
+  for (const std::string& address : {":" + std::to_string(grpc_port), "[::]:" + std::to_string(grpc_port),
+                                     "127.0.0.1:" + std::to_string(grpc_port)}) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(address, {});
+    ASSERT_FALSE(server.ok()) << address;
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable) << address;
+    EXPECT_NE(server.status().message().find("in use"), std::string::npos) << server.status();
+    EXPECT_NE(server.status().message().find("gRPC port"), std::string::npos) << server.status();
+  }
+  grpc_server->Shutdown();
+}
+
 TEST(MetricsServerTest, GrpcStyleWildcardAddressesServe) {
+  std::vector<std::unique_ptr<MetricsServer>> servers;
   for (const char* address : {":0", "[::]:0", "0.0.0.0:0"}) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> server =
         MetricsServer::Start(address, {std::make_shared<prometheus::Registry>()});
@@ -126,7 +154,12 @@ TEST(MetricsServerTest, GrpcStyleWildcardAddressesServe) {
     absl::StatusOr<testing::HttpResponse> response = HttpGet((*server)->port(), "/metrics");
     ASSERT_TRUE(response.ok()) << address;
     EXPECT_EQ(response->status, 200);
+    servers.push_back(*std::move(server));
   }
+  // civetweb takes ~2 s to stop after serving a request: stop the three at once.
+  std::vector<std::thread> stoppers;
+  for (auto& server : servers) stoppers.emplace_back([&server] { server.reset(); });
+  for (std::thread& stopper : stoppers) stopper.join();
 }
 
 TEST(MetricsServerTest, ServiceMetricsServeTwiceIsRefused) {

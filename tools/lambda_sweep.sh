@@ -4,7 +4,8 @@
 # experts only, and every tensor), evaluates held-out prose and code loss, a small δ sweep and
 # greedy samples, and writes docs/lambda_sweep.md, docs/lambda_sweep.tsv and docs/lambda_sweep.png
 # (needs gnuplot: apt-get install gnuplot-nox) plus the raw numbers in docs/lambda_sweep.json.
-# About 8 minutes on 2 idle cores (30 evaluations of 62k tokens each).
+# About 10 minutes on 2 idle cores (30 evaluations of 62k tokens, ~19 s each); 25 minutes were
+# measured on the shared, busy team machine.
 # Usage: tools/lambda_sweep.sh [BUILD_DIR] [extra tools/lambda_sweep.py args, e.g. --lambdas 0,0.5,1]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -30,7 +30,9 @@ ABSL_FLAG(int, max_running_sequences, 64, "sequences stepping together");
 ABSL_FLAG(int, max_waiting_sequences, 256, "sequences queued for a batch slot (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int, max_prefill_tokens_per_step, 2048, "prompt tokens joining the batch per step");
 ABSL_FLAG(int, max_prompt_tokens, 0, "longest prompt accepted (0: max_position_embeddings)");
-ABSL_FLAG(int, micro_batches, 2, "1, or 2 to overlap one micro-batch's expert round trip with the other's attention");
+ABSL_FLAG(int, micro_batches, 1,
+          "2 splits each step in two micro-batches so one's expert round trip overlaps the other's attention "
+          "(pays off only when the shards run on other hardware; see bench/RESULTS.md)");
 ABSL_FLAG(std::string, wire_dtype, "f32", "activation encoding to the expert shards: f32 or bf16");
 ABSL_FLAG(int, connect_timeout_ms, 30000, "how long start-up waits for every expert shard");
 ABSL_FLAG(int, step_timeout_ms, 30000, "upper bound of one step's expert round trips");

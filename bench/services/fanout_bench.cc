@@ -2,9 +2,9 @@
 // side with the in-process engine, on a V2-Lite-width random checkpoint:
 //  1. per-MoE-layer fan-out latency (p50/p99) for 1/16/64/256 tokens to 1/2/4 expert-svc shards,
 //     f32 and bf16 on the wire, with bytes/s per shard and the in-process compute time of the
-//     same batch;
-//  2. decode throughput (tokens/s) of attention-svc + shards vs the monolithic engine running the
-//     same scheduler in-process, with and without micro-batch ping-pong.
+//     same batch (remote and in-process calls alternate, so both see the same machine load);
+//  2. generation throughput (tokens/s) of attention-svc + shards vs the monolithic engine running
+//     the same scheduler in-process, with and without micro-batch ping-pong (alternating rounds).
 // Prints Markdown tables (and writes them to --markdown). Not a test: numbers, not verdicts.
 #include <algorithm>
 #include <cstdio>
@@ -22,10 +22,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "attention-svc/batch_scheduler.h"
 #include "attention-svc/expert_fanout.h"
 #include "bench/services/bench_checkpoint.h"
+#include "engine/core/status_macros.h"
 #include "engine/format/checkpoint.h"
 #include "engine/model/weight_loader.h"
 #include "engine/rpc/command_line.h"
@@ -41,14 +43,27 @@ ABSL_FLAG(std::string, wire, "f32,bf16", "wire dtypes to measure");
 ABSL_FLAG(std::string, decode_sequences, "1,8,32", "concurrent sequences for the throughput table");
 ABSL_FLAG(int, decode_tokens, 16, "tokens generated per sequence");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt tokens per sequence");
+ABSL_FLAG(int, rounds, 2, "alternating measurement rounds for the throughput table (best kept)");
 ABSL_FLAG(int, throughput_shards, 2, "expert shards behind attention-svc for the throughput table");
 ABSL_FLAG(std::string, markdown, "", "also write the tables to this file");
+ABSL_FLAG(bool, split_cores, true,
+          "give each spawned process an equal share of the cores (OPENBLAS_NUM_THREADS), so shards and "
+          "attention-svc do not oversubscribe the machine");
 ABSL_FLAG(std::string, tables, "fanout,throughput", "which tables to produce");
 
 namespace expertmesh::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// OPENBLAS_NUM_THREADS for processes spawned from now on: the cores split over `processes`.
+void ShareCores(int processes) {
+  if (!absl::GetFlag(FLAGS_split_cores)) return;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::string threads = std::to_string(std::max(1, cores / std::max(1, processes)));
+  setenv("OPENBLAS_NUM_THREADS", threads.c_str(), 1);
+  std::fprintf(stderr, "bench: %s BLAS thread(s) per spawned process\n", threads.c_str());
+}
 
 std::vector<int> ParseList(const std::string& text) {
   std::vector<int> values;
@@ -104,43 +119,29 @@ SyntheticBatch MakeBatch(const ModelConfig& config, int64_t tokens, uint64_t see
   return batch;
 }
 
-// Median time of LocalRoutedExperts::Compute for each token count (the shard's own work).
-std::map<int, double> LocalComputeMs(const std::string& model_dir, const ModelConfig& config, int64_t layer,
-                                     const std::vector<int>& token_counts, int iterations) {
+// The experts of one layer loaded in this process: the shard's own work without the transport.
+absl::StatusOr<std::unique_ptr<LocalRoutedExperts>> LoadLocalLayer(const std::string& model_dir, int64_t layer) {
   LoadOptions options;
   options.load_non_expert_weights = false;
   options.expert_filter = [layer](int64_t l, int32_t) { return l == layer; };
-  auto checkpoint = Checkpoint::Open(model_dir, CheckpointNameFilter(options));
-  auto loaded = checkpoint.ok() ? LoadWeights(**checkpoint, options) : absl::StatusOr<LoadedWeights>(checkpoint.status());
-  std::map<int, double> result;
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "bench: local experts: %s\n", std::string(loaded.status().message()).c_str());
-    return result;
-  }
-  for (int tokens : token_counts) {
-    const SyntheticBatch batch = MakeBatch(config, tokens, tokens);
-    std::vector<float> output(tokens * config.hidden_size);
-    std::vector<double> samples;
-    for (int i = 0; i < iterations + 2; ++i) {
-      std::fill(output.begin(), output.end(), 0.0f);
-      const auto start = Clock::now();
-      (void)loaded->routed_experts->Compute(batch.View(config, layer, tokens), output);
-      if (i >= 2) samples.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-    }
-    result[tokens] = Percentile(samples, 0.5);
-  }
-  return result;
+  EXPERTMESH_ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir, CheckpointNameFilter(options)));
+  EXPERTMESH_ASSIGN_OR_RETURN(LoadedWeights loaded, LoadWeights(*checkpoint, options));
+  return std::move(loaded.routed_experts);
 }
 
+double Milliseconds(Clock::duration duration) { return std::chrono::duration<double, std::milli>(duration).count(); }
+
+// Remote and in-process calls alternate, so both see the same machine load (this machine is
+// shared): the ratio column is the robust one.
 std::string FanoutTable(const std::string& model_dir, const ModelConfig& config, int64_t layer) {
   const std::vector<int> token_counts = ParseList(absl::GetFlag(FLAGS_tokens));
   const int iterations = absl::GetFlag(FLAGS_iterations);
-  std::fprintf(stderr, "bench: in-process expert compute (reference)\n");
-  const std::map<int, double> local = LocalComputeMs(model_dir, config, layer, token_counts, std::max(3, iterations / 4));
+  auto local = LoadLocalLayer(model_dir, layer);
+  if (!local.ok()) return absl::StrCat("local experts: ", local.status().message(), "\n");
   std::string table = absl::StrCat(
       "### Fan-out latency of one MoE layer (layer ", layer, ", top-", config.num_experts_per_tok, " of ",
-      config.n_routed_experts, " experts, hidden ", config.hidden_size, ")\n\n",
-      "| shards | wire | tokens | p50 ms | p99 ms | in-process compute p50 ms | p50 overhead ms | MB/s per shard |\n",
+      config.n_routed_experts, " experts, hidden ", config.hidden_size, "; ", iterations, " calls per row)\n\n",
+      "| shards | wire | tokens | p50 ms | p99 ms | in-process p50 ms | p50 ratio | MB/s per shard |\n",
       "|---:|---|---:|---:|---:|---:|---:|---:|\n");
   for (int shards : ParseList(absl::GetFlag(FLAGS_shards))) {
     testing::ClusterOptions options;
@@ -148,6 +149,7 @@ std::string FanoutTable(const std::string& model_dir, const ModelConfig& config,
     options.num_shards = shards;
     options.start_attention = false;
     std::fprintf(stderr, "bench: starting %d expert shard(s)\n", shards);
+    ShareCores(shards);
     auto cluster = testing::ServiceCluster::Start(options);
     if (!cluster.ok()) {
       std::fprintf(stderr, "bench: %s\n", std::string(cluster.status().message()).c_str());
@@ -162,38 +164,45 @@ std::string FanoutTable(const std::string& model_dir, const ModelConfig& config,
         std::fprintf(stderr, "bench: %s\n", std::string(fanout.status().message()).c_str());
         continue;
       }
+      auto payload_bytes = [&] {
+        uint64_t total = 0;
+        for (const auto& connection : (*fanout)->connections()) {
+          total += connection->payload_bytes_sent() + connection->payload_bytes_received();
+        }
+        return total;
+      };
       for (int tokens : token_counts) {
         const SyntheticBatch batch = MakeBatch(config, tokens, tokens);
+        const RoutedExpertBatch view = batch.View(config, layer, tokens);
         std::vector<float> output(tokens * config.hidden_size);
-        std::vector<double> samples;
-        uint64_t bytes_before = 0, bytes_after = 0;
-        auto count_bytes = [&] {
-          uint64_t total = 0;
-          for (const auto& connection : (*fanout)->connections()) {
-            total += connection->payload_bytes_sent() + connection->payload_bytes_received();
-          }
-          return total;
-        };
-        Clock::time_point timed_start;
-        for (int i = 0; i < iterations + 3; ++i) {
-          if (i == 3) {
-            bytes_before = count_bytes();
-            timed_start = Clock::now();
-          }
+        std::vector<double> remote, in_process, ratios;
+        double remote_seconds = 0.0;
+        uint64_t bytes = 0;
+        for (int i = 0; i < iterations + 2; ++i) {
           std::fill(output.begin(), output.end(), 0.0f);
-          const auto start = Clock::now();
-          const absl::Status status = (*fanout)->Compute(batch.View(config, layer, tokens), output);
+          auto start = Clock::now();
+          const uint64_t bytes_before = payload_bytes();
+          const absl::Status status = (*fanout)->Compute(view, output);
+          const double remote_ms = Milliseconds(Clock::now() - start);
           if (!status.ok()) std::fprintf(stderr, "bench: %s\n", std::string(status.message()).c_str());
-          if (i >= 3) samples.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          const uint64_t call_bytes = payload_bytes() - bytes_before;
+          std::fill(output.begin(), output.end(), 0.0f);
+          start = Clock::now();
+          (void)(*local)->Compute(view, output);
+          const double local_ms = Milliseconds(Clock::now() - start);
+          if (i < 2) continue;  // warm-up
+          remote.push_back(remote_ms);
+          in_process.push_back(local_ms);
+          ratios.push_back(remote_ms / local_ms);
+          remote_seconds += remote_ms / 1e3;
+          bytes += call_bytes;
         }
-        bytes_after = count_bytes();
-        const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
-        const double p50 = Percentile(samples, 0.5);
-        const double local_ms = local.count(tokens) ? local.at(tokens) : 0.0;
+        const double p50 = Percentile(remote, 0.5);
         absl::StrAppendFormat(&table, "| %d | %s | %d | %.2f | %.2f | %.2f | %.2f | %.1f |\n", shards, wire, tokens, p50,
-                              Percentile(samples, 0.99), local_ms, p50 - local_ms / shards,
-                              (bytes_after - bytes_before) / seconds / 1e6 / shards);
-        std::fprintf(stderr, "bench: %d shard(s) %s %d tokens: p50 %.2f ms\n", shards, wire.c_str(), tokens, p50);
+                              Percentile(remote, 0.99), Percentile(in_process, 0.5), Percentile(ratios, 0.5),
+                              bytes / remote_seconds / 1e6 / shards);
+        std::fprintf(stderr, "bench: %d shard(s) %s %d tokens: p50 %.2f ms (in-process %.2f ms)\n", shards,
+                     wire.c_str(), tokens, p50, Percentile(in_process, 0.5));
       }
     }
   }
@@ -226,8 +235,8 @@ double MonolithicTokensPerSecond(const DeepseekModel& model, int sequences, int 
   return tokens / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double DistributedTokensPerSecond(testing::ServiceCluster& cluster, int sequences, int prompt_tokens, int decode_tokens,
-                                  int64_t vocab) {
+double DistributedTokensPerSecond(v1::AttentionService::Stub& stub, int sequences, int prompt_tokens,
+                                  int decode_tokens, int64_t vocab) {
   std::vector<testing::GenerationOutput> outputs(sequences);
   std::vector<std::thread> clients;
   const auto start = Clock::now();
@@ -235,7 +244,7 @@ double DistributedTokensPerSecond(testing::ServiceCluster& cluster, int sequence
     clients.emplace_back([&, s] {
       std::vector<int32_t> prompt;
       for (int t = 0; t < prompt_tokens; ++t) prompt.push_back(static_cast<int32_t>((97 * s + 31 * t + 5) % (vocab - 1)));
-      outputs[s] = testing::RunGenerate(cluster.stub(), testing::MakeRequest(prompt, decode_tokens, false),
+      outputs[s] = testing::RunGenerate(stub, testing::MakeRequest(prompt, decode_tokens, false),
                                         std::chrono::milliseconds(600000));
     });
   }
@@ -248,49 +257,63 @@ double DistributedTokensPerSecond(testing::ServiceCluster& cluster, int sequence
   return tokens / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Monolithic, distributed with 1 and with 2 micro-batches, measured in alternation (`rounds`
+// times, best kept) so that all three see the same machine load.
 std::string ThroughputTable(const std::string& model_dir, const ModelConfig& config) {
   const std::vector<int> batch_sizes = ParseList(absl::GetFlag(FLAGS_decode_sequences));
   const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   const int shards = absl::GetFlag(FLAGS_throughput_shards);
-  std::map<int, double> monolithic;
-  {
-    std::fprintf(stderr, "bench: loading the monolithic model\n");
-    auto loaded = LoadModelFromDirectory(model_dir);
-    if (!loaded.ok()) return absl::StrCat("monolithic model: ", loaded.status().message(), "\n");
-    for (int sequences : batch_sizes) {
-      monolithic[sequences] = MonolithicTokensPerSecond(*loaded->model, sequences, prompt_tokens, decode_tokens,
-                                                        config.vocab_size);
-      std::fprintf(stderr, "bench: monolithic %d sequences: %.1f tokens/s\n", sequences, monolithic[sequences]);
-    }
-  }
-  std::string table = absl::StrCat("### Generation throughput (", prompt_tokens, "-token prompts, ", decode_tokens,
-                                   " new tokens each; attention-svc + ", shards,
-                                   " expert-svc shards vs the same scheduler in-process)\n\n",
-                                   "| sequences | monolithic tok/s | distributed tok/s, 1 micro-batch | ratio | "
-                                   "distributed tok/s, 2 micro-batches | ratio | 2 vs 1 micro-batches |\n",
-                                   "|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::fprintf(stderr, "bench: loading the monolithic model\n");
+  auto monolithic = LoadModelFromDirectory(model_dir);
+  if (!monolithic.ok()) return absl::StrCat("monolithic model: ", monolithic.status().message(), "\n");
+
   testing::ClusterOptions options;
   options.model_directory = model_dir;
   options.num_shards = shards;
   options.start_attention = false;
+  ShareCores(shards + 1);
   auto cluster = testing::ServiceCluster::Start(options);
   if (!cluster.ok()) return absl::StrCat("cluster: ", cluster.status().message(), "\n");
-  std::map<int, std::map<int, double>> distributed;  // micro-batches -> sequences -> tok/s
+  // One attention-svc per micro-batch setting, both in front of the same shards (one is idle
+  // while the other is measured).
+  std::map<int, std::unique_ptr<testing::ServiceProcess>> attention;
+  std::map<int, std::unique_ptr<v1::AttentionService::Stub>> stubs;
   for (int micro_batches : {1, 2}) {
-    absl::Status started = (*cluster)->StartAttention({absl::StrCat("--micro-batches=", micro_batches)});
-    if (!started.ok()) return absl::StrCat("attention-svc: ", started.message(), "\n");
+    auto process = testing::ServiceProcess::Start(
+        absl::StrCat("bench-attention-", micro_batches), testing::BinaryPath("attention-svc"),
+        {"--model=" + model_dir, "--expert-shards=" + absl::StrJoin((*cluster)->shard_addresses(), ","),
+         absl::StrCat("--micro-batches=", micro_batches)});
+    if (!process.ok()) return absl::StrCat("attention-svc: ", process.status().message(), "\n");
+    stubs[micro_batches] = v1::AttentionService::NewStub(
+        grpc::CreateChannel((*process)->address(), grpc::InsecureChannelCredentials()));
+    attention[micro_batches] = *std::move(process);
+  }
+  std::map<std::string, std::map<int, double>> best;  // mode -> sequences -> tok/s
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
     for (int sequences : batch_sizes) {
-      distributed[micro_batches][sequences] =
-          DistributedTokensPerSecond(**cluster, sequences, prompt_tokens, decode_tokens, config.vocab_size);
-      std::fprintf(stderr, "bench: distributed (%d micro-batches) %d sequences: %.1f tokens/s\n", micro_batches,
-                   sequences, distributed[micro_batches][sequences]);
+      auto keep = [&](const std::string& mode, double value) {
+        best[mode][sequences] = std::max(best[mode][sequences], value);
+        std::fprintf(stderr, "bench: round %d, %d sequences, %s: %.2f tokens/s\n", round + 1, sequences, mode.c_str(),
+                     value);
+      };
+      keep("monolithic", MonolithicTokensPerSecond(*monolithic->model, sequences, prompt_tokens, decode_tokens,
+                                                   config.vocab_size));
+      keep("1", DistributedTokensPerSecond(*stubs[1], sequences, prompt_tokens, decode_tokens, config.vocab_size));
+      keep("2", DistributedTokensPerSecond(*stubs[2], sequences, prompt_tokens, decode_tokens, config.vocab_size));
     }
   }
+  std::string table = absl::StrCat("### Generation throughput (", prompt_tokens, "-token prompts, ", decode_tokens,
+                                   " new tokens each; attention-svc + ", shards,
+                                   " expert-svc shards vs the same scheduler in-process; best of ",
+                                   absl::GetFlag(FLAGS_rounds), " alternating rounds)\n\n",
+                                   "| sequences | monolithic tok/s | distributed, 1 micro-batch | ratio | "
+                                   "distributed, 2 micro-batches | ratio | 2 vs 1 micro-batches |\n",
+                                   "|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int sequences : batch_sizes) {
-    const double mono = monolithic[sequences], one = distributed[1][sequences], two = distributed[2][sequences];
-    absl::StrAppendFormat(&table, "| %d | %.1f | %.1f | %.2f | %.1f | %.2f | %.2f |\n", sequences, mono, one, one / mono,
-                          two, two / mono, two / one);
+    const double mono = best["monolithic"][sequences], one = best["1"][sequences], two = best["2"][sequences];
+    absl::StrAppendFormat(&table, "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", sequences, mono, one,
+                          one / mono, two, two / mono, two / one);
   }
   return table + "\n";
 }
@@ -309,8 +332,10 @@ int Run(const char* argv0) {
   auto config = ModelConfig::FromFile(model_dir + "/config.json");
   if (!config.ok()) return 1;
   const unsigned cores = std::thread::hardware_concurrency();
-  std::string report = absl::StrFormat("## Services benchmark (%u CPU cores, %s)\n\n", cores,
-                                       "CPU backend, loopback gRPC, f32 experts in memory");
+  std::string report = absl::StrFormat(
+      "## Services benchmark (%u CPU cores; CPU backend, loopback gRPC, f32 experts in memory; %s)\n\n", cores,
+      absl::GetFlag(FLAGS_split_cores) ? "each spawned process gets cores / processes BLAS threads"
+                                       : "BLAS threads not limited");
   const std::string tables = absl::GetFlag(FLAGS_tables);
   if (tables.find("fanout") != std::string::npos) report += FanoutTable(model_dir, *config, /*layer=*/1);
   if (tables.find("throughput") != std::string::npos) report += ThroughputTable(model_dir, *config);

@@ -80,15 +80,6 @@ struct MoeShape {
   int64_t hidden, intermediate, n_routed, top_k, shard_experts;
 };
 
-const char* PathName(ExpertGemmPath p) {
-  switch (p) {
-    case ExpertGemmPath::kAuto: return "auto";
-    case ExpertGemmPath::kDirect: return "direct-mma";
-    case ExpertGemmPath::kCublasLoop: return "cublas-loop";
-    case ExpertGemmPath::kCublasStreams: return "cublas-4-streams";
-  }
-  return "?";
-}
 
 // Expert ids [tokens, top_k] drawn uniformly (distinct per token) from all n_routed experts;
 // slots outside the shard (experts >= shard_experts) are empty (-1), as a fan-out sends them.
@@ -175,17 +166,30 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     }
     CheckOrDie(experts.Reserve(tokens, s.top_k), "reserve");
     // cuBLAS paths first: their per-shape heuristics are then warm for the auto run.
-    std::vector<ExpertGemmPath> paths = {ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
-                                         ExpertGemmPath::kDirect, ExpertGemmPath::kAuto};
-    for (ExpertGemmPath path : paths) {
+    // The tensor-core path twice: with the grid over every local expert and 8-way split-k (the
+    // phase-1 launch shape) and with the compact grid (only experts with rows, adaptive split-k).
+    struct Variant {
+      ExpertGemmPath path;
+      bool compact;
+      const char* name;
+    };
+    const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, "cublas-loop"},
+                                {ExpertGemmPath::kCublasStreams, true, "cublas-4-streams"},
+                                {ExpertGemmPath::kDirect, false, "direct-mma-every-expert-grid"},
+                                {ExpertGemmPath::kDirect, true, "direct-mma"},
+                                {ExpertGemmPath::kAuto, true, "auto"}};
+    for (const Variant& variant : variants) {
+      const ExpertGemmPath path = variant.path;
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
+      if (prefill && path == ExpertGemmPath::kDirect && !variant.compact) continue;
       experts.set_path(path);
+      experts.set_compact_expert_grid(variant.compact);
       {
         DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
                                 out->as<float>(), false};
         const absl::Status status = experts.ComputeOnDevice(probe, stream);
         if (!status.ok()) {
-          report.Add(absl::StrFormat("experts\t%s %s\ttokens %lld\tFAILED: %s", s.name, PathName(path),
+          report.Add(absl::StrFormat("experts\t%s %s\ttokens %lld\tFAILED: %s", s.name, variant.name,
                                      (long long)tokens, std::string(status.message())));
           cudaGetLastError();
           continue;
@@ -203,7 +207,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       report.Add(absl::StrFormat(
           "experts\t%s %s %s\ttokens %lld (local rows %.0f)\t%.3f ms\t%.0f GB/s weights = %.0f%% of copy\t%.1f TFLOP/s "
           "= %.0f%% of cuBLAS",
-          s.name, format == GpuExpertFormat::kFP8Block ? "fp8" : "bf16", PathName(path), (long long)tokens, local_rows,
+          s.name, format == GpuExpertFormat::kFP8Block ? "fp8" : "bf16", variant.name, (long long)tokens, local_rows,
           ms, gbps, 100.0 * gbps / ceilings.copy_gbps, tflops, 100.0 * tflops / ceilings.gemm_tflops));
     }
   }

@@ -102,6 +102,7 @@ int Run(const std::string& directory) {
   auto model_or = GpuModel::Create((*checkpoint)->config(), weights->weights, experts->get(), options);
   Die(model_or.status(), "GpuModel");
   GpuModel& model = **model_or;
+  CudaRoutedExperts& experts_ref = **experts;
   std::printf("loaded: non-expert weights %.1f s (host, float32), experts %.1f s straight to the GPU, model upload "
               "%.1f s; device: %.2f GB non-expert + %.2f GB experts + %.2f GB KV cache\n",
               host_load_s, expert_load_s, Seconds(start), model.DeviceWeightBytes() / 1e9,
@@ -118,18 +119,36 @@ int Run(const std::string& directory) {
     Prefilled warm = Prefill(model, prompts);
     Die(model.GenerateGreedy(warm.sequences, warm.first_tokens, 4, true).status(), "warm-up");
     Release(model, warm);
-    double results[2] = {0, 0};
-    std::vector<std::vector<int32_t>> tokens[2];
+    // Runs: 0 device loop, 1 CUDA graph, 2 CUDA graph with the phase-1 kernels (cuBLAS for every
+    // linear layer with its bf16 conversions, expert grid over every local expert), measured in
+    // the same process for the before/after comparison.
+    double results[3] = {0, 0, 0};
+    std::vector<std::vector<int32_t>> tokens[3];
     Prefilled first_run;
-    for (int graph = 0; graph < 2; ++graph) {
+    const int64_t fused_rows = model.options().decode_linear_max_rows;
+    for (int run = 0; run < 3; ++run) {
+      const bool phase1 = run == 2;
+      model.set_decode_linear_max_rows(phase1 ? 0 : fused_rows);
+      experts_ref.set_compact_expert_grid(!phase1);
+      if (phase1) {  // warm-up of the other kernels
+        Prefilled warm_phase1 = Prefill(model, prompts);
+        Die(model.GenerateGreedy(warm_phase1.sequences, warm_phase1.first_tokens, 4, true).status(), "warm-up");
+        Release(model, warm_phase1);
+      }
       Prefilled p = Prefill(model, prompts);
       const auto t0 = std::chrono::steady_clock::now();
-      auto generated = model.GenerateGreedy(p.sequences, p.first_tokens, steps, graph == 1);
-      results[graph] = Seconds(t0);
+      auto generated = model.GenerateGreedy(p.sequences, p.first_tokens, steps, run >= 1);
+      results[run] = Seconds(t0);
       Die(generated.status(), "decode");
-      tokens[graph] = *generated;
-      if (graph == 0) first_run = p;
+      tokens[run] = *generated;
+      if (run == 0) first_run = p;
       Release(model, p);
+    }
+    model.set_decode_linear_max_rows(fused_rows);
+    experts_ref.set_compact_expert_grid(true);
+    int64_t same_as_phase1 = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < steps && tokens[1][b][i] == tokens[2][b][i]; ++i) ++same_as_phase1;
     }
     // Agreement with HF (bf16 both sides, different kernels: near-ties may flip, so reported).
     double diff = 0, scale = 0;
@@ -142,6 +161,7 @@ int Run(const std::string& directory) {
     for (int64_t i = 0; i < steps && tokens[1][0][i] == hf_greedy[0][i]; ++i) ++prefix0;
     const double hf_tps = entry["decode_tokens_per_s"];
     const double ours_loop = batch * steps / results[0], ours_graph = batch * steps / results[1];
+    const double phase1_graph = batch * steps / results[2];
     std::string grouped = "";
     const std::string key = "decode_b" + std::to_string(batch);
     if (hf["grouped_mm"].contains(key)) {
@@ -150,11 +170,13 @@ int Run(const std::string& directory) {
     }
     table.push_back(absl::StrFormat(
         "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph %8.1f tok/s "
-        "(%.1fx)%s | graph==loop tokens: %s | first token = HF for %lld/%lld, seq 0 greedy prefix %lld/%lld, last "
-        "logits rel diff %.3g",
-        (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, ours_graph, ours_graph / hf_tps, grouped,
-        tokens[0] == tokens[1] ? "yes" : "NO", (long long)first_same, (long long)batch, (long long)prefix0,
-        (long long)steps, scale > 0 ? diff / scale : diff));
+        "(%.1fx) | phase-1 kernels, CUDA graph %8.1f tok/s (%.1fx; new/phase-1 %.2fx)%s | graph==loop tokens: %s | "
+        "greedy prefix = phase-1 for %lld/%lld tokens | first token = HF for %lld/%lld, seq 0 greedy prefix %lld/%lld, "
+        "last logits rel diff %.3g",
+        (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, ours_graph, ours_graph / hf_tps, phase1_graph,
+        phase1_graph / hf_tps, ours_graph / phase1_graph, grouped, tokens[0] == tokens[1] ? "yes" : "NO",
+        (long long)same_as_phase1, (long long)(batch * steps), (long long)first_same, (long long)batch,
+        (long long)prefix0, (long long)steps, scale > 0 ? diff / scale : diff));
     std::printf("%s\n", table.back().c_str());
     std::fflush(stdout);
   }

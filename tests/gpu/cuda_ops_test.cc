@@ -10,6 +10,7 @@
 #include "engine/core/dtype.h"
 #include "engine/ops/cuda/cuda_device.h"
 #include "engine/ops/cuda/cuda_kernels.h"
+#include "engine/ops/cuda/decode_linear.h"
 
 namespace expertmesh::cuda {
 namespace {
@@ -84,6 +85,81 @@ TEST_F(CudaOpsTest, SiluMultiplyAndBFloat16Widening) {
   ASSERT_TRUE(LaunchBFloat16ToFloat(bits_device->as<uint16_t>(), out_device.as<float>(), count, nullptr).ok());
   ASSERT_TRUE(out_device.CopyToHost(out.data(), count * sizeof(float)).ok());
   for (int64_t i = 0; i < count; ++i) ASSERT_EQ(out[i], BFloat16ToFloat(bits[i])) << i;
+}
+
+// The decode-time linear kernels against float64 sums of the same bf16-rounded operands (the
+// kernels round the float32 rows to bf16 while loading), for row counts of one and two passes,
+// shapes whose split-k is 1, 2, 4 and 8, N not a multiple of 16, and both write modes.
+TEST_F(CudaOpsTest, DecodeLinearAndSwiGluMatchHostReference) {
+  struct Shape {
+    int64_t k, n;
+  };
+  for (const Shape shape : {Shape{64, 40}, Shape{2048, 576}, Shape{1024, 3000}, Shape{4096, 72}}) {
+    const int64_t k = shape.k, n = shape.n;
+    std::vector<float> w = Random(n * k);
+    std::vector<uint16_t> w_bits(n * k);
+    for (int64_t i = 0; i < n * k; ++i) {
+      w_bits[i] = FloatToBFloat16(w[i]);
+      w[i] = BFloat16ToFloat(w_bits[i]);
+    }
+    auto w_device = DeviceBuffer::Allocate(w_bits.size() * sizeof(uint16_t));
+    ASSERT_TRUE(w_device.ok());
+    ASSERT_TRUE(w_device->CopyFromHost(w_bits.data(), w_bits.size() * sizeof(uint16_t)).ok());
+    for (int64_t rows : {1, 3, 8, 17, 33, 64}) {
+      const std::vector<float> x = Random(rows * k);
+      std::vector<double> rounded(x.begin(), x.end());
+      for (double& v : rounded) v = BFloat16ToFloat(FloatToBFloat16(static_cast<float>(v)));
+      DeviceBuffer x_device = Upload(x);
+      for (bool accumulate : {false, true}) {
+        const std::vector<float> start = accumulate ? Random(rows * n) : std::vector<float>(rows * n, std::nanf(""));
+        DeviceBuffer y_device = Upload(start);
+        ASSERT_TRUE(LaunchDecodeLinear(x_device.as<float>(), rows, k, w_device->as<uint16_t>(), n, y_device.as<float>(),
+                                       accumulate, nullptr).ok());
+        ASSERT_TRUE(Synchronize().ok());
+        std::vector<float> y(rows * n);
+        ASSERT_TRUE(y_device.CopyToHost(y.data(), y.size() * sizeof(float)).ok());
+        double error = 0, norm = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < n; ++j) {
+            double expected = accumulate ? start[r * n + j] : 0.0;
+            for (int64_t c = 0; c < k; ++c) expected += rounded[r * k + c] * w[j * k + c];
+            ASSERT_FALSE(std::isnan(y[r * n + j])) << "unwritten output " << r << "," << j << " k=" << k;
+            error += (y[r * n + j] - expected) * (y[r * n + j] - expected);
+            norm += expected * expected;
+          }
+        }
+        EXPECT_LT(std::sqrt(error / norm), 1e-5) << "k=" << k << " n=" << n << " rows=" << rows
+                                                 << " accumulate=" << accumulate;
+      }
+      if (n % 2 != 0) continue;
+      // SwiGLU over the same weights read as [gate; up] with I = n / 2.
+      const int64_t intermediate = n / 2;
+      DeviceBuffer h_device = Upload(std::vector<float>(rows * intermediate, std::nanf("")));
+      ASSERT_TRUE(LaunchDecodeSwiGlu(x_device.as<float>(), rows, k, w_device->as<uint16_t>(), intermediate,
+                                     h_device.as<float>(), nullptr).ok());
+      ASSERT_TRUE(Synchronize().ok());
+      std::vector<float> h(rows * intermediate);
+      ASSERT_TRUE(h_device.CopyToHost(h.data(), h.size() * sizeof(float)).ok());
+      double error = 0, norm = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < intermediate; ++j) {
+          double gate = 0, up = 0;
+          for (int64_t c = 0; c < k; ++c) {
+            gate += rounded[r * k + c] * w[j * k + c];
+            up += rounded[r * k + c] * w[(intermediate + j) * k + c];
+          }
+          const double expected = gate / (1.0 + std::exp(-gate)) * up;
+          ASSERT_FALSE(std::isnan(h[r * intermediate + j])) << "unwritten h " << r << "," << j;
+          error += (h[r * intermediate + j] - expected) * (h[r * intermediate + j] - expected);
+          norm += expected * expected;
+        }
+      }
+      EXPECT_LT(std::sqrt(error / norm), 1e-5) << "SwiGLU k=" << k << " I=" << intermediate << " rows=" << rows;
+    }
+  }
+  // Bad shapes are errors, not launches.
+  EXPECT_FALSE(LaunchDecodeLinear(nullptr, 65, 64, nullptr, 16, nullptr, false, nullptr).ok());
+  EXPECT_FALSE(LaunchDecodeLinear(nullptr, 1, 60, nullptr, 16, nullptr, false, nullptr).ok());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -30,7 +31,8 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   if (tokens == 0) return absl::OkStatus();
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
-      s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.error.as<int32_t>(), stream));
+      s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
+      s.error.as<int32_t>(), stream));
 
   const bool f32 = options_.format == GpuExpertFormat::kF32;
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
@@ -71,10 +73,25 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   if (path == ExpertGemmPath::kDirect) {
     auto* const* pointers = layer.device_pointers.as<const void*>();
     const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertGateUp(s.rows.as<uint16_t>(), s.offsets.as<int32_t>(), num_local,
+    cuda::ExpertGrid gate_up_grid, down_grid;  // phase-1 grid: every local slot, 8-way split-k
+    gate_up_grid.experts = down_grid.experts = num_local;
+    if (options_.compact_expert_grid) {
+      // Only slots with rows (at most one per token slot); split-k sized for the experts that
+      // uniform routing would give rows (the grid is fixed before the routing is known).
+      const int64_t grid_experts = std::min<int64_t>(num_local, slots);
+      const double miss = 1.0 - static_cast<double>(top_k) / std::max<int64_t>(options_.n_routed_experts, 1);
+      const auto expected = static_cast<int64_t>(
+          std::ceil(num_local * (1.0 - std::pow(std::max(miss, 0.0), static_cast<double>(tokens)))));
+      const int64_t target_warps = int64_t(sm_count_) * 16;
+      gate_up_grid = {grid_experts, s.active.as<int32_t>(),
+                      cuda::ChooseSplitK((intermediate + 7) / 8, expected, hidden, target_warps)};
+      down_grid = {grid_experts, s.active.as<int32_t>(),
+                   cuda::ChooseSplitK((hidden + 15) / 16, expected, intermediate, target_warps)};
+    }
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertGateUp(s.rows.as<uint16_t>(), s.offsets.as<int32_t>(), gate_up_grid,
                                                         pointers, scales, fp8, hidden, intermediate,
                                                         s.h.as<uint16_t>(), stream));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertDown(s.h.as<uint16_t>(), s.offsets.as<int32_t>(), num_local,
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertDown(s.h.as<uint16_t>(), s.offsets.as<int32_t>(), down_grid,
                                                       pointers + num_local, scales + num_local, fp8, hidden,
                                                       intermediate, s.y.as<float>(), stream));
   } else {

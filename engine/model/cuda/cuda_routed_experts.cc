@@ -37,6 +37,10 @@ absl::Status Grow(DeviceBuffer& buffer, size_t bytes) {
 
 CudaRoutedExperts::CudaRoutedExperts(const CudaExpertOptions& options) : options_(options) {}
 
+CudaRoutedExperts::Scratch::~Scratch() {
+  if (pinned != nullptr) cudaFreeHost(pinned);
+}
+
 CudaRoutedExperts::~CudaRoutedExperts() {
   if (stream_ != nullptr) cudaStreamDestroy(AsStream(stream_));
   for (void* s : cublas_streams_) {
@@ -59,6 +63,7 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
   std::unique_ptr<CudaRoutedExperts> experts(new CudaRoutedExperts(options));
+  experts->device_ = cuda::CurrentDevice();
   EXPERTMESH_ASSIGN_OR_RETURN(experts->blas_[0], cuda::CublasContext::Create());
   cudaStream_t stream = nullptr;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"));
@@ -68,6 +73,13 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemset(experts->scratch_->error.data(), 0, sizeof(int32_t)), "cudaMemset"));
   EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->offsets,
                               DeviceBuffer::Allocate((options.n_routed_experts + 1) * sizeof(int32_t)));
+  EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->active,
+                              DeviceBuffer::Allocate((options.n_routed_experts + 1) * sizeof(int32_t)));
+  int sm_count = 0;
+  if (cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, experts->device_) == cudaSuccess &&
+      sm_count > 0) {
+    experts->sm_count_ = sm_count;
+  }
   return experts;
 }
 
@@ -203,6 +215,7 @@ absl::Status CudaRoutedExperts::UploadTensor(std::span<const std::byte> bytes, D
 
 absl::Status CudaRoutedExperts::SetExpertFromBytes(int64_t layer, int32_t expert, const ExpertTensorBytes& bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   const bool fp8_source = bytes.dtype == DType::kF8E4M3;
   if (options_.format == GpuExpertFormat::kFP8Block && !fp8_source) {
     return absl::InvalidArgumentError("kFP8Block experts need FP8 E4M3 weights with scales");
@@ -241,6 +254,7 @@ absl::Status CudaRoutedExperts::SetExpertFromBytes(int64_t layer, int32_t expert
 absl::StatusOr<CudaRoutedExperts::DeviceWeights> CudaRoutedExperts::MutableDeviceWeights(int64_t layer,
                                                                                         int32_t expert) {
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   EXPERTMESH_ASSIGN_OR_RETURN(ExpertStorage * storage, SlotFor(layer, expert));
   DeviceWeights view;
   view.gate_up = storage->gate_up.data();
@@ -270,6 +284,7 @@ absl::Status CudaRoutedExperts::SetExpert(int64_t layer, int32_t expert, const M
 
 absl::Status CudaRoutedExperts::Reserve(int64_t tokens, int64_t top_k) {
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   return EnsureScratch(tokens, top_k, tokens * top_k);
 }
 
@@ -327,18 +342,35 @@ absl::Status CudaRoutedExperts::Compute(const RoutedExpertBatch& batch, std::spa
   }
   if (local_rows == 0) return absl::OkStatus();
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, local_rows));
   Scratch& s = *scratch_;
+  // Pinned staging: [activations | output] float32, then ids and gate weights.
+  const size_t activation_bytes = tokens * hidden * sizeof(float), slot_bytes = tokens * top_k * sizeof(int32_t);
+  const size_t staging_bytes = 2 * activation_bytes + 2 * slot_bytes;
+  if (s.pinned_bytes < staging_bytes) {
+    if (s.pinned != nullptr) cudaFreeHost(s.pinned);
+    s.pinned = nullptr;
+    s.pinned_bytes = 0;
+    const size_t bytes = std::max<size_t>(staging_bytes, 1 << 20);
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaHostAlloc(&s.pinned, bytes, cudaHostAllocDefault), "cudaHostAlloc"));
+    s.pinned_bytes = bytes;
+  }
+  auto* staged_activations = static_cast<float*>(s.pinned);
+  float* staged_output = staged_activations + tokens * hidden;
+  auto* staged_ids = reinterpret_cast<int32_t*>(staged_output + tokens * hidden);
+  auto* staged_weights = reinterpret_cast<float*>(staged_ids + tokens * top_k);
+  std::memcpy(staged_activations, batch.activations.data(), activation_bytes);
+  std::memcpy(staged_ids, batch.expert_ids.data(), slot_bytes);
+  std::memcpy(staged_weights, batch.gate_weights.data(), slot_bytes);
   cudaStream_t stream = AsStream(stream_);
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.activations.data(), batch.activations.data(),
-                                                        tokens * hidden * sizeof(float), cudaMemcpyHostToDevice, stream),
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.activations.data(), staged_activations, activation_bytes,
+                                                        cudaMemcpyHostToDevice, stream),
                                         "activations upload"));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.ids.data(), batch.expert_ids.data(),
-                                                        tokens * top_k * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
-                                        "expert ids upload"));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.weights.data(), batch.gate_weights.data(),
-                                                        tokens * top_k * sizeof(float), cudaMemcpyHostToDevice, stream),
-                                        "gate weights upload"));
+  EXPERTMESH_RETURN_IF_ERROR(
+      CudaStatus(cudaMemcpyAsync(s.ids.data(), staged_ids, slot_bytes, cudaMemcpyHostToDevice, stream), "expert ids upload"));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+      cudaMemcpyAsync(s.weights.data(), staged_weights, slot_bytes, cudaMemcpyHostToDevice, stream), "gate weights upload"));
   DeviceExpertBatch device_batch;
   device_batch.layer = batch.layer;
   device_batch.num_tokens = tokens;
@@ -348,12 +380,11 @@ absl::Status CudaRoutedExperts::Compute(const RoutedExpertBatch& batch, std::spa
   device_batch.gate_weights = s.weights.as<float>();
   device_batch.output = s.output.as<float>();
   EXPERTMESH_RETURN_IF_ERROR(RunExperts(layers_.at(batch.layer), device_batch, stream_));
-  std::vector<float> result(tokens * hidden);
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(result.data(), s.output.data(), result.size() * sizeof(float),
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(staged_output, s.output.data(), activation_bytes,
                                                         cudaMemcpyDeviceToHost, stream),
                                         "expert output download"));
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "expert batch"));
-  for (size_t i = 0; i < result.size(); ++i) output[i] += result[i];
+  for (int64_t i = 0; i < tokens * hidden; ++i) output[i] += staged_output[i];
   return absl::OkStatus();
 }
 
@@ -362,6 +393,7 @@ absl::Status CudaRoutedExperts::ComputeOnDevice(const DeviceExpertBatch& batch, 
     return absl::InvalidArgumentError("device expert batch: num_tokens >= 0 and top_k > 0 needed");
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   auto it = layers_.find(batch.layer);
   if (it == layers_.end()) {
     // No expert of this layer here: every slot names an expert not held, unless all are empty.
@@ -379,6 +411,7 @@ absl::Status CudaRoutedExperts::ComputeOnDevice(const DeviceExpertBatch& batch, 
 
 absl::Status CudaRoutedExperts::DeviceErrors(void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(AsStream(stream)), "expert batch"));
   int32_t flag = 0;
   EXPERTMESH_RETURN_IF_ERROR(scratch_->error.CopyToHost(&flag, sizeof(flag)));

@@ -4,7 +4,8 @@
 // of one batch. A batch is permuted by expert on the device, each expert's SwiGLU runs over its
 // rows (tensor-core kernels while rows per expert are few and weight bytes dominate, cuBLAS GEMMs
 // above that), and the weighted outputs are combined into one row per token. One GPU per shard:
-// the object uses the current device; several shards on one host each take their own card.
+// the object lives on the device current at Create and makes it current in every call (the
+// runtime's current device is per thread, and gRPC handlers run on any thread).
 #pragma once
 
 #include <cstddef>
@@ -46,6 +47,10 @@ struct CudaExpertOptions {
   // that path read the weights faster than the tensor-core kernels at every batch size (45-88%
   // of copy bandwidth vs 42-73%); for V2-Lite experts (17 MB) the kernels won up to 256 tokens.
   int64_t min_expert_bytes_for_cublas = int64_t(32) << 20;
+  // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
+  // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
+  // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
+  bool compact_expert_grid = true;
 };
 
 // The stored bytes of one expert's three tensors (zero-copy views of a checkpoint). FP8 tensors
@@ -97,6 +102,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   uint64_t DeviceWeightBytes() const;  // bytes of expert weights (and scales) on the device
   const CudaExpertOptions& options() const { return options_; }
   void set_path(ExpertGemmPath path) { options_.path = path; }
+  void set_compact_expert_grid(bool compact) { options_.compact_expert_grid = compact; }
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
@@ -129,9 +135,14 @@ class CudaRoutedExperts final : public RoutedExperts {
     int64_t token_capacity = 0;
     int64_t row_capacity = 0;
     cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
-    cuda::DeviceBuffer offsets, row_token, row_of_slot, error;
+    cuda::DeviceBuffer offsets, row_token, row_of_slot, error, active;
     cuda::DeviceBuffer rows, h, y;
     cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
+    // Page-locked host staging of the host API (activations, ids, gate weights, output), so the
+    // copies are real asynchronous DMA and one synchronisation ends a batch.
+    void* pinned = nullptr;
+    size_t pinned_bytes = 0;
+    ~Scratch();
   };
 
   explicit CudaRoutedExperts(const CudaExpertOptions& options);
@@ -152,6 +163,8 @@ class CudaRoutedExperts final : public RoutedExperts {
   void* join_events_[kCublasStreams] = {};
   std::unique_ptr<Scratch> scratch_;
   void* stream_ = nullptr;  // cudaStream_t of the host API
+  int device_ = 0;          // the CUDA device current at Create (made current again by every call)
+  int sm_count_ = 132;      // its multiprocessors (sizes the tensor-core grids)
   std::mutex mutex_;        // one batch at a time (shared scratch)
 };
 

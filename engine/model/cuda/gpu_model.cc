@@ -34,6 +34,7 @@ GpuModel::GpuModel(const ModelConfig& config, GpuModelOptions options, RoutedExp
 
 GpuModel::~GpuModel() {
   if (stream_ != nullptr) cudaStreamDestroy(AsStream(stream_));
+  if (host_staging_ != nullptr) cudaFreeHost(host_staging_);
 }
 
 absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelConfig& config, const ModelWeights& weights,
@@ -56,6 +57,7 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelConfig& co
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
   std::unique_ptr<GpuModel> model(new GpuModel(config, options, routed_experts));
+  model->device_ = cuda::CurrentDevice();
   model->cuda_experts_ = dynamic_cast<CudaRoutedExperts*>(routed_experts);
   EXPERTMESH_RETURN_IF_ERROR(model->Initialize(weights));
   return model;
@@ -133,6 +135,9 @@ absl::Status GpuModel::Initialize(const ModelWeights& weights) {
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.kv_expanded, options_.max_sequence_length * heads *
                                                          (config_.qk_nope_head_dim + config_.v_head_dim) * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.final_rows, options_.max_logit_rows * hidden * 4));
+  if (cuda_experts_ == nullptr && routed_experts_ != nullptr) {
+    EXPERTMESH_RETURN_IF_ERROR(Allocate(b.routed_out, t * hidden * 4));
+  }
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.logits, options_.max_logit_rows * config_.vocab_size * 4));
   if (cuda_experts_ != nullptr) {
     EXPERTMESH_RETURN_IF_ERROR(cuda_experts_->Reserve(std::min<int64_t>(t, 256), config_.num_experts_per_tok));
@@ -213,7 +218,16 @@ absl::Status GpuModel::ValidateInputs(std::span<const GpuSequenceInput> inputs) 
 }
 
 absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceInput> inputs,
+                                                   const StepOptions& step_options) {
+  expert_deadline_ = step_options.expert_deadline;
+  absl::StatusOr<std::vector<Tensor>> logits = Step(inputs, step_options.observer);
+  expert_deadline_ = std::chrono::steady_clock::time_point::max();
+  return logits;
+}
+
+absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceInput> inputs,
                                                    const RoutingObserver* observer) {
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(ValidateInputs(inputs));
   std::vector<int32_t> ids, positions, owners, logit_rows;
   std::vector<Tensor> logits;
@@ -298,6 +312,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> GpuModel::GenerateGreedy(std::
                                                                            std::span<const int32_t> next_tokens,
                                                                            int64_t steps, bool use_cuda_graph) {
   const auto batch = static_cast<int64_t>(sequences.size());
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   if (batch == 0 || static_cast<int64_t>(next_tokens.size()) != batch || steps <= 0) {
     return absl::InvalidArgumentError("GenerateGreedy: one next token per sequence and steps > 0 needed");
   }

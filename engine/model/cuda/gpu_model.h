@@ -4,10 +4,12 @@
 // as they grow) and the scratch of one step. Norms, RoPE/YaRN, absorbed MLA attention, gating,
 // shared experts and the LM head run on the device; the routed experts run through
 // CudaRoutedExperts::ComputeOnDevice when that is the RoutedExperts given (no host round trip),
-// else through RoutedExperts::Compute with a copy each way. GenerateGreedy runs the decode loop
+// else through RoutedExperts::ComputeAsync (pinned host buffers, one copy each way, overlapped
+// with the shared experts on the GPU: the attention-svc path). GenerateGreedy runs the decode loop
 // on the device, optionally as one captured CUDA graph replayed per step.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -39,6 +41,10 @@ struct GpuModelOptions {
   // does for prefill); kAbsorbed uses the decode kernel for every token. Decode-only steps and
   // GenerateGreedy always use the absorbed kernel.
   AttentionAlgorithm prefill_attention = AttentionAlgorithm::kNaive;
+  // bf16 linear layers of steps with at most this many tokens (decode) run on the skinny
+  // tensor-core kernels (float32 activations rounded while loading: no conversion kernels, fused
+  // SwiGLU); larger steps use cuBLAS. 0: cuBLAS always (the phase-1 path, for comparisons).
+  int64_t decode_linear_max_rows = 16;
 };
 
 struct GpuSequenceInput {
@@ -55,6 +61,8 @@ class GpuModel {
   ~GpuModel();
 
   const ModelConfig& config() const { return config_; }
+  const GpuModelOptions& options() const { return options_; }
+  void set_decode_linear_max_rows(int64_t rows) { options_.decode_linear_max_rows = rows; }
   uint64_t DeviceWeightBytes() const { return weights_.ByteSize(); }
   uint64_t DeviceCacheBytes() const;
 
@@ -67,6 +75,9 @@ class GpuModel {
   // else [1, vocab]). On error no sequence changes length.
   absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs,
                                            const RoutingObserver* observer = nullptr);
+  // The same with StepOptions: its observer, and its expert deadline handed to a host-side
+  // RoutedExperts (remote shards fail past it). micro_batches is ignored: a GPU step is one batch.
+  absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs, const StepOptions& step_options);
 
   // Greedy decoding of `steps` tokens for each sequence, whose next input is next_tokens[b]
   // (typically the argmax of its last logits). All on the device; with `use_cuda_graph` one step
@@ -90,6 +101,7 @@ class GpuModel {
     cuda::DeviceBuffer q_absorbed, context, heads_out, gate_up, h, router_logits, expert_ids, expert_weights;
     cuda::DeviceBuffer gemm_input, final_rows, logits;
     cuda::DeviceBuffer cache_rows, kv_expanded, scores;  // naive prefill attention
+    cuda::DeviceBuffer routed_out;  // host-side experts' sum, uploaded ([tokens, hidden])
     int64_t table_positions = 0;
   };
   // One sequence of the step being run (for the naive attention's per-sequence GEMMs).
@@ -110,9 +122,15 @@ class GpuModel {
   // Naive attention of one sequence: context rows go straight into heads_out.
   absl::Status NaiveAttention(const DeviceLayer& w, const cuda::PagedCacheView& cache, const StepSequence& sequence);
   absl::Status Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer);
+  // The routed experts through a host-side RoutedExperts (remote shards): activations, ids and
+  // gate weights to pinned host memory, ComputeAsync, the shared experts on the GPU meanwhile,
+  // then the experts' sum back and added to mlp_out.
+  absl::Status HostExperts(int64_t layer, int64_t tokens, const DeviceLayer& w);
+  absl::Status EnsureHostStaging(int64_t tokens);
   absl::Status SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate);
   // y[rows, W.rows] = x[rows, W.cols] * W^T (+ y); converts x to W's element type when needed.
   absl::Status Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate = false);
+  bool UsesDecodeLinear(const DeviceMatrix& w, int64_t rows) const;
   // x in `type` for a GEMM: x itself (float32) or its bf16 copy in gemm_input, reused while the
   // same x is asked for again until InvalidateGemmInput() (called wherever x's contents change).
   const void* AsGemmInput(const float* x, int64_t count, cuda::ElementType type);
@@ -126,6 +144,11 @@ class GpuModel {
   std::unique_ptr<cuda::CublasContext> blas_;
   std::unique_ptr<Buffers> buffers_;
   void* stream_ = nullptr;  // cudaStream_t
+  int device_ = 0;          // the device current at Create; made current by every public call
+  // Page-locked host staging of HostExperts: x [t, hidden], out [t, hidden], ids and weights [t, k].
+  void* host_staging_ = nullptr;
+  size_t host_staging_bytes_ = 0;
+  std::chrono::steady_clock::time_point expert_deadline_ = std::chrono::steady_clock::time_point::max();
   float softmax_scale_ = 1.0f;
   int64_t max_pages_per_sequence_ = 0;
   std::vector<Sequence> sequences_;

@@ -3,6 +3,9 @@
 // MoE block (router, gate, routed experts through the RoutedExperts seam, shared experts).
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstring>
+#include <future>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +13,7 @@
 #include "engine/model/cuda/gpu_model.h"
 #include "engine/model/mla_attention.h"
 #include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/decode_linear.h"
 #include "engine/ops/cuda/model_kernels.h"
 #include "engine/ops/cuda/moe_kernels.h"
 
@@ -34,13 +38,27 @@ const void* GpuModel::AsGemmInput(const float* x, int64_t count, ElementType typ
   return buffers_->gemm_input.data();
 }
 
+bool GpuModel::UsesDecodeLinear(const DeviceMatrix& w, int64_t rows) const {
+  return w.type == ElementType::kBF16 && rows <= options_.decode_linear_max_rows && rows <= cuda::kDecodeLinearMaxRows &&
+         w.cols % 8 == 0;
+}
+
 absl::Status GpuModel::Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate) {
+  if (UsesDecodeLinear(w, rows)) {
+    return cuda::LaunchDecodeLinear(x, rows, w.cols, w.data.as<uint16_t>(), w.rows, y, accumulate, stream_);
+  }
   const void* input = AsGemmInput(x, rows * w.cols, w.type);
   return blas_->Linear(input, rows, w.cols, w.data.data(), w.rows, y, w.type, ElementType::kF32, stream_, accumulate);
 }
 
 absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate) {
   Buffers& b = *buffers_;
+  if (UsesDecodeLinear(mlp.gate_up, tokens) && UsesDecodeLinear(mlp.down, tokens)) {
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDecodeSwiGlu(x, tokens, mlp.gate_up.cols, mlp.gate_up.data.as<uint16_t>(),
+                                                        mlp.intermediate, b.h.as<float>(), stream_));
+    InvalidateGemmInput();  // h has new contents
+    return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
+  }
   EXPERTMESH_RETURN_IF_ERROR(Linear(x, tokens, mlp.gate_up, b.gate_up.as<float>()));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(b.gate_up.as<float>(), tokens, mlp.intermediate, b.h.data(),
                                                           /*to_bf16=*/false, stream_));
@@ -212,7 +230,6 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
   Buffers& b = *buffers_;
   InvalidateGemmInput();  // normed was just rewritten
   const DeviceLayer& w = weights_.layers[layer];
-  const int64_t hidden = config_.hidden_size;
   if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false);
   const int64_t top_k = config_.num_experts_per_tok;
   EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.gate, b.router_logits.as<float>()));
@@ -245,37 +262,72 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
       return absl::Status(status.code(), absl::StrCat("routed experts of layer ", layer, ": ", status.message()));
     }
   } else {
-    // Any other RoutedExperts (in-process CPU, remote shards): one copy each way.
-    std::vector<float> x(tokens * hidden), out(tokens * hidden, 0.0f), weights(tokens * top_k);
-    std::vector<int32_t> ids(tokens * top_k);
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(x.data(), b.normed.data(), x.size() * 4, cudaMemcpyDeviceToHost,
-                                                          stream), "activations download"));
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ids.data(), b.expert_ids.data(), ids.size() * 4,
-                                                          cudaMemcpyDeviceToHost, stream), "routing download"));
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(weights.data(), b.expert_weights.data(), weights.size() * 4,
-                                                          cudaMemcpyDeviceToHost, stream), "gate weights download"));
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
-    RoutedExpertBatch batch;
-    batch.layer = layer;
-    batch.num_tokens = tokens;
-    batch.hidden_size = hidden;
-    batch.top_k = top_k;
-    batch.activations = x;
-    batch.expert_ids = ids;
-    batch.gate_weights = weights;
-    absl::Status status = routed_experts_->Compute(batch, out);
-    if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("routed experts of layer ", layer, ": ", status.message()));
-    }
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.mlp_out.data(), out.data(), out.size() * 4,
-                                                          cudaMemcpyHostToDevice, stream), "expert output upload"));
-    // `out` must outlive the copy.
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "expert output upload"));
+    return HostExperts(layer, tokens, w);
   }
   if (w.shared_experts) {
     EXPERTMESH_RETURN_IF_ERROR(SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), true));
   }
   return absl::OkStatus();
+}
+
+}  // namespace expertmesh
+
+namespace expertmesh {
+
+absl::Status GpuModel::EnsureHostStaging(int64_t tokens) {
+  const int64_t hidden = config_.hidden_size, top_k = config_.num_experts_per_tok;
+  const size_t bytes = static_cast<size_t>(tokens) * (2 * hidden + 2 * top_k) * 4;
+  if (host_staging_bytes_ >= bytes) return absl::OkStatus();
+  if (host_staging_ != nullptr) cudaFreeHost(host_staging_);
+  host_staging_ = nullptr;
+  host_staging_bytes_ = 0;
+  const size_t capacity = std::max<size_t>(bytes, static_cast<size_t>(options_.max_step_tokens) * (2 * hidden + 2 * top_k) * 4);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaHostAlloc(&host_staging_, capacity, cudaHostAllocDefault), "cudaHostAlloc"));
+  host_staging_bytes_ = capacity;
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::HostExperts(int64_t layer, int64_t tokens, const DeviceLayer& w) {
+  Buffers& b = *buffers_;
+  const int64_t hidden = config_.hidden_size, top_k = config_.num_experts_per_tok;
+  cudaStream_t stream = AsStream(stream_);
+  EXPERTMESH_RETURN_IF_ERROR(EnsureHostStaging(tokens));
+  auto* x = static_cast<float*>(host_staging_);
+  float* out = x + tokens * hidden;
+  auto* ids = reinterpret_cast<int32_t*>(out + tokens * hidden);
+  auto* weights = reinterpret_cast<float*>(ids + tokens * top_k);
+  // One synchronisation: the copies are queued behind the gate on the model's stream. It also
+  // orders the reuse of `out`, whose upload by the previous MoE layer was queued before.
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(x, b.normed.data(), tokens * hidden * 4, cudaMemcpyDeviceToHost,
+                                                        stream), "activations download"));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ids, b.expert_ids.data(), tokens * top_k * 4,
+                                                        cudaMemcpyDeviceToHost, stream), "routing download"));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(weights, b.expert_weights.data(), tokens * top_k * 4,
+                                                        cudaMemcpyDeviceToHost, stream), "gate weights download"));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
+  std::memset(out, 0, tokens * hidden * 4);
+  RoutedExpertBatch batch;
+  batch.layer = layer;
+  batch.num_tokens = tokens;
+  batch.hidden_size = hidden;
+  batch.top_k = top_k;
+  batch.activations = std::span<const float>(x, tokens * hidden);
+  batch.expert_ids = std::span<const int32_t>(ids, tokens * top_k);
+  batch.gate_weights = std::span<const float>(weights, tokens * top_k);
+  batch.deadline = expert_deadline_;
+  std::future<absl::Status> routed = routed_experts_->ComputeAsync(batch, std::span<float>(out, tokens * hidden));
+  // Meanwhile the shared experts (or zeros) fill mlp_out on the GPU.
+  absl::Status shared = w.shared_experts
+                            ? SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false)
+                            : CudaStatus(cudaMemsetAsync(b.mlp_out.data(), 0, tokens * hidden * 4, stream), "cudaMemsetAsync");
+  const absl::Status experts = routed.get();  // always waited on: `out` is written until then
+  if (!experts.ok()) {
+    return absl::Status(experts.code(), absl::StrCat("routed experts of layer ", layer, ": ", experts.message()));
+  }
+  EXPERTMESH_RETURN_IF_ERROR(shared);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.routed_out.data(), out, tokens * hidden * 4,
+                                                        cudaMemcpyHostToDevice, stream), "expert output upload"));
+  return cuda::LaunchAddInPlace(b.mlp_out.as<float>(), b.routed_out.as<float>(), tokens * hidden, stream_);
 }
 
 }  // namespace expertmesh

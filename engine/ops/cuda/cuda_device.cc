@@ -28,15 +28,33 @@ absl::Status CheckDeviceAvailable() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> DescribeDevice() {
+absl::StatusOr<std::string> DescribeDevice() { return DescribeDevice(0); }
+
+absl::StatusOr<std::string> DescribeDevice(int index) {
   if (absl::Status status = CheckDeviceAvailable(); !status.ok()) return status;
   cudaDeviceProp properties;
-  if (absl::Status status = FromCuda(cudaGetDeviceProperties(&properties, 0), "cudaGetDeviceProperties");
+  if (absl::Status status = FromCuda(cudaGetDeviceProperties(&properties, index), "cudaGetDeviceProperties");
       !status.ok()) {
     return status;
   }
   return absl::StrFormat("%s, sm_%d%d, %.1f GiB", properties.name, properties.major, properties.minor,
                          properties.totalGlobalMem / double(1 << 30));
+}
+
+absl::Status UseDevice(int index) {
+  if (absl::Status status = CheckDeviceAvailable(); !status.ok()) return status;
+  int count = 0;
+  if (absl::Status status = FromCuda(cudaGetDeviceCount(&count), "cudaGetDeviceCount"); !status.ok()) return status;
+  if (index < 0 || index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("no CUDA device ", index, " (this machine has ", count, ")"));
+  }
+  return FromCuda(cudaSetDevice(index), "cudaSetDevice");
+}
+
+int CurrentDevice() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  return device;
 }
 
 absl::Status Synchronize() { return FromCuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }

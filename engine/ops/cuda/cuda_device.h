@@ -14,8 +14,14 @@ namespace expertmesh::cuda {
 // OK when at least one usable CUDA device is present; otherwise UNAVAILABLE with the reason
 // ("no CUDA driver", "no device", ...).
 absl::Status CheckDeviceAvailable();
-// "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" for device 0.
+// "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" for device 0 (or `index`).
 absl::StatusOr<std::string> DescribeDevice();
+absl::StatusOr<std::string> DescribeDevice(int index);
+// Makes device `index` current for the calling thread (the CUDA runtime's current device is per
+// thread). INVALID_ARGUMENT when there is no such device.
+absl::Status UseDevice(int index);
+// The calling thread's current device (0 when none was chosen).
+int CurrentDevice();
 // Waits for all work on the current device; maps a failure to INTERNAL.
 absl::Status Synchronize();
 

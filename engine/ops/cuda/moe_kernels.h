@@ -17,10 +17,12 @@ namespace expertmesh::cuda {
 // each row) and row_of_slot [num_slots] (-1 for empty slots). Rows within an expert come in no
 // fixed order (each row is computed independently, so results do not depend on it). Sets *error
 // to 1 when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
+// `active` (may be null; [num_local + 1]) receives the local slots that got rows: active[0] = their
+// count, active[1..] = the slots in increasing order.
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* error, void* stream);
+                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream);
 
 // Element type of gathered rows: float32 (cuBLAS float32 path), bf16 (bf16 experts), f16 (FP8
 // experts, whose MMA runs in f16 on the exactly converted E4M3 values).
@@ -32,20 +34,36 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const in
                               int64_t num_local, int64_t max_rows, int64_t hidden, void* rows_out,
                               RowType type, void* stream);
 
+// Which experts the tensor-core kernels visit and how a block splits its work. Without `active`,
+// grid row e is local slot e (experts = num_local; slots without rows exit at once). With `active`
+// (from LaunchBuildExpertPermutation), grid row i is slot active[1 + i] while i < active[0], so
+// `experts` need only be min(num_local, token slots). A block's 8 warps take 8 / split units of
+// weight rows, the `split` warps of a unit dividing its k range (1, 2, 4 or 8).
+struct ExpertGrid {
+  int64_t experts = 0;
+  const int32_t* active = nullptr;
+  int split = 8;
+};
+
+// The split that gives about `target_warps` warps in all (e.g. 16 per SM) for `units` units of
+// weight rows per expert and `expected_experts` experts with rows, keeping >= 2 steps of 128 k-values
+// per warp. 8 for few units, 1 when units alone fill the GPU.
+int ChooseSplitK(int64_t units, int64_t expected_experts, int64_t k, int64_t target_warps);
+
 // Tensor-core SwiGLU halves for rows grouped by expert (mma.sync, float32 accumulation).
 // gate_up[e] points to expert e's [2I, H] weights (gate rows, then up rows): bf16 with bf16 rows,
 // or FP8 E4M3 with f16 rows and block scales gate_up_scale[e] ([2 * ceil(I/128), ceil(H/128)]
 // float32: gate's blocks, then up's), applied per 128-wide k block after the MMA.
 // h[r, j] = silu(x_r . gate_j) * (x_r . up_j) (bf16, or f16 for FP8) for rows of every local
-// expert. Needs H % 8 == 0 and I % 8 == 0 (16-byte rows).
-absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, int64_t num_local,
+// expert. Needs H % 8 == 0 and I % 8 == 0 (16-byte rows). Units are 8 gate + 8 up rows.
+absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, const ExpertGrid& grid,
                                 const void* const* gate_up, const float* const* gate_up_scale,
                                 bool fp8, int64_t hidden, int64_t intermediate, uint16_t* h,
                                 void* stream);
 
 // y[r, i] = h_r . down_i (float32) with down[e] = expert e's [H, I] weights (bf16 with bf16 h, or
-// FP8 with f16 h and down_scale[e] [ceil(H/128), ceil(I/128)]).
-absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, int64_t num_local,
+// FP8 with f16 h and down_scale[e] [ceil(H/128), ceil(I/128)]). Units are 16 output rows.
+absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, const ExpertGrid& grid,
                               const void* const* down, const float* const* down_scale, bool fp8,
                               int64_t hidden, int64_t intermediate, float* y, void* stream);
 

@@ -1,0 +1,244 @@
+// Device helpers shared by the skinny tensor-core kernels (routed experts, decode-time linear
+// layers): mma.sync m16n8k16 with float32 accumulation, 16-byte weight loads (bf16, or FP8 E4M3
+// converted exactly to f16 in registers), activation loads from bf16/f16 rows or float32 rows
+// (rounded to the MMA type on the fly), one warp's product of 16 weight rows with up to 32
+// activation rows over its share of k, and the split-k reduction across a block's warps.
+// Included by .cu files only.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace expertmesh::cuda::warp_mma {
+
+constexpr int kWarpsPerBlock = 8;  // 256 threads; a block's warps share units and split k
+constexpr int kTilesPerPass = 4;   // 4 tiles of 8 activation rows per pass over the weights
+constexpr int kChunksPerStep = 4;  // 4 chunks of 32 k-values per step of one warp
+constexpr int kStep = 32 * kChunksPerStep;  // k-values per step (= one FP8 scale block)
+constexpr int kMinBlocksPerSm = 2;          // caps registers at 128 so two blocks share an SM
+
+// mma.m16n8k16 with A = 16 weight rows x 16 k, B = 16 k x 8 activation rows. Each thread (group
+// g = lane / 4, t = lane % 4) loads 8 consecutive k-values (16 bytes of bf16) of weight rows g and
+// g + 8 and of activation row g at k0 + 8t. The dot product does not care which physical k sits
+// in which fragment position as long as A and B agree, so those 8 values feed two k16 steps: step
+// s takes values 4s..4s+3 as the fragment columns (2t, 2t+1, 2t+8, 2t+9).
+template <bool kHalf>
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  if constexpr (kHalf) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+// Two E4M3 values -> an f16 pair, exactly (one cvt instruction on sm_89+).
+__device__ __forceinline__ uint32_t Fp8PairToHalfPair(uint32_t two_bytes) {
+  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
+  return static_cast<uint32_t>(raw.x) | (static_cast<uint32_t>(raw.y) << 16);
+}
+
+// Two floats as one 16-bit pair of the MMA type (f16 for the FP8 path, else bf16); `lo` is the
+// lower k.
+template <bool kHalf>
+__device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
+  if constexpr (kHalf) {
+    __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&pair);
+  } else {
+    __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&pair);
+  }
+}
+
+// 8 weights of `row` at column k as four 16-bit pairs (bf16, or f16 for unscaled FP8 values);
+// zeros when the row or k is out of range.
+template <bool kFp8>
+__device__ __forceinline__ uint4 LoadWeights(const void* weights, int64_t row, bool row_ok, int64_t k, bool k_ok,
+                                             int64_t cols) {
+  if (!(row_ok && k_ok)) return make_uint4(0, 0, 0, 0);
+  if constexpr (!kFp8) {
+    return __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(weights) + row * cols + k));
+  } else {
+    const uint2 bytes = __ldg(reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(weights) + row * cols + k));
+    return make_uint4(Fp8PairToHalfPair(bytes.x & 0xffffu), Fp8PairToHalfPair(bytes.x >> 16),
+                      Fp8PairToHalfPair(bytes.y & 0xffffu), Fp8PairToHalfPair(bytes.y >> 16));
+  }
+}
+
+// 8 activations of `row` at column k as four pairs of the MMA type: straight from 16-bit rows
+// (already in that type), or rounded from float32 rows.
+template <bool kHalf>
+__device__ __forceinline__ uint4 LoadActivations(const uint16_t* rows, int64_t row, bool row_ok, int64_t k, bool k_ok,
+                                                 int64_t cols) {
+  if (!(row_ok && k_ok)) return make_uint4(0, 0, 0, 0);
+  return __ldg(reinterpret_cast<const uint4*>(rows + row * cols + k));
+}
+
+template <bool kHalf>
+__device__ __forceinline__ uint4 LoadActivations(const float* rows, int64_t row, bool row_ok, int64_t k, bool k_ok,
+                                                 int64_t cols) {
+  if (!(row_ok && k_ok)) return make_uint4(0, 0, 0, 0);
+  const float4* source = reinterpret_cast<const float4*>(rows + row * cols + k);
+  const float4 a = __ldg(source), b = __ldg(source + 1);
+  return make_uint4(PackPair<kHalf>(a.x, a.y), PackPair<kHalf>(a.z, a.w), PackPair<kHalf>(b.x, b.y),
+                    PackPair<kHalf>(b.z, b.w));
+}
+
+// Where chunk c (8 k-values) of thread t lies in a step. bf16: chunks of 32 k, thread t at 8t.
+// FP8: pairs of chunks share one 16-byte load, so thread t holds 16 consecutive k-values at
+// 64 * (c / 2) + 16t, chunk c taking the half c % 2. Weights and activations use the same map.
+template <bool kFp8>
+__device__ __forceinline__ int64_t ChunkOffset(int c, int t) {
+  if constexpr (kFp8) {
+    return (c / 2) * 64 + t * 16 + (c % 2) * 8;
+  } else {
+    return c * 32 + t * 8;
+  }
+}
+
+// 16 E4M3 weights of `row` at k (k % 8 == 0, cols % 8 == 0) as two groups of four f16 pairs;
+// zeros past the row's end or for rows out of range. One 16-byte load when rows are 16-byte
+// multiples (the weights start 256-byte aligned), else two 8-byte loads.
+__device__ __forceinline__ void LoadFp8Sixteen(const void* weights, int64_t row, bool row_ok, int64_t k, int64_t cols,
+                                               uint4& low, uint4& high) {
+  uint4 bytes = make_uint4(0, 0, 0, 0);
+  const auto* source = static_cast<const uint8_t*>(weights) + row * cols + k;
+  if (row_ok && cols % 16 == 0 && k + 16 <= cols) {
+    bytes = __ldg(reinterpret_cast<const uint4*>(source));  // 16-byte aligned: row * cols + k
+  } else if (row_ok) {  // rows of 8 (mod 16) bytes: two aligned 8-byte loads
+    if (k + 8 <= cols) {
+      const uint2 first = __ldg(reinterpret_cast<const uint2*>(source));
+      bytes.x = first.x;
+      bytes.y = first.y;
+    }
+    if (k + 16 <= cols) {
+      const uint2 second = __ldg(reinterpret_cast<const uint2*>(source + 8));
+      bytes.z = second.x;
+      bytes.w = second.y;
+    }
+  }
+  low = make_uint4(Fp8PairToHalfPair(bytes.x & 0xffffu), Fp8PairToHalfPair(bytes.x >> 16),
+                   Fp8PairToHalfPair(bytes.y & 0xffffu), Fp8PairToHalfPair(bytes.y >> 16));
+  high = make_uint4(Fp8PairToHalfPair(bytes.z & 0xffffu), Fp8PairToHalfPair(bytes.z >> 16),
+                    Fp8PairToHalfPair(bytes.w & 0xffffu), Fp8PairToHalfPair(bytes.w >> 16));
+}
+
+// One warp: 16 weight rows (row_a for fragment rows 0-7, row_b for 8-15) against up to
+// kTilesPerPass * 8 activation rows [first, end) of x ([*, cols]), over the steps of kStep k-values
+// at k_first, k_first + k_stride, ... A step lies in one 128-wide scale block, so FP8 weights go
+// into the MMA unscaled (f16, exact) and each step's partial sums are scaled per row
+// (scale_row_a / scale_row_b of `scale`, [*, ceil(cols / 128)]) when added to `acc`.
+// acc[tile][0..1] = row_a . x rows (first + tile*8 + 2t, +1); acc[tile][2..3] = row_b . same rows.
+template <bool kFp8, typename Activation>
+__device__ __forceinline__ void WarpProduct(const void* weights, const float* scale, int64_t cols, int64_t row_a,
+                                            bool row_a_ok, int64_t scale_row_a, int64_t row_b, bool row_b_ok,
+                                            int64_t scale_row_b, const Activation* x, int32_t first, int32_t end, int t,
+                                            int g, int64_t k_first, int64_t k_stride, float (&acc)[kTilesPerPass][4]) {
+  const int64_t scale_cols = (cols + 127) / 128;
+  const int tiles = min(kTilesPerPass, (end - first + 7) / 8);
+  for (int64_t k_step = k_first; k_step < cols; k_step += k_stride) {
+    uint4 wa[kChunksPerStep], wb[kChunksPerStep];
+    if constexpr (kFp8) {
+      // 16-byte loads: 16 E4M3 values per thread and row, expanded into two chunks' pairs.
+#pragma unroll
+      for (int c = 0; c < kChunksPerStep; c += 2) {
+        const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
+        LoadFp8Sixteen(weights, row_a, row_a_ok, k, cols, wa[c], wa[c + 1]);
+        LoadFp8Sixteen(weights, row_b, row_b_ok, k, cols, wb[c], wb[c + 1]);
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < kChunksPerStep; ++c) {
+        const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
+        const bool k_ok = k < cols;
+        wa[c] = LoadWeights<kFp8>(weights, row_a, row_a_ok, k, k_ok, cols);
+        wb[c] = LoadWeights<kFp8>(weights, row_b, row_b_ok, k, k_ok, cols);
+      }
+    }
+    float part[kTilesPerPass][4];
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[tile][i] = 0.0f;
+    }
+    float(&sink)[kTilesPerPass][4] = kFp8 ? part : acc;
+#pragma unroll
+    for (int c = 0; c < kChunksPerStep; ++c) {
+      const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
+      const bool k_ok = k < cols;
+#pragma unroll
+      for (int tile = 0; tile < kTilesPerPass; ++tile) {
+        if (tile < tiles) {
+          const int32_t row = first + tile * 8 + g;
+          const uint4 xv = LoadActivations<kFp8>(x, row, row < end, k, k_ok, cols);
+          Mma<kFp8>(sink[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
+          Mma<kFp8>(sink[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
+        }
+      }
+    }
+    if constexpr (kFp8) {
+      const float scale_a = row_a_ok ? __ldg(scale + scale_row_a * scale_cols + k_step / 128) : 0.0f;
+      const float scale_b = row_b_ok ? __ldg(scale + scale_row_b * scale_cols + k_step / 128) : 0.0f;
+#pragma unroll
+      for (int tile = 0; tile < kTilesPerPass; ++tile) {
+        acc[tile][0] += scale_a * part[tile][0];
+        acc[tile][1] += scale_a * part[tile][1];
+        acc[tile][2] += scale_b * part[tile][2];
+        acc[tile][3] += scale_b * part[tile][3];
+      }
+    }
+  }
+}
+
+// Split-k: the block's warps form groups of `split` consecutive warps sharing one unit; each
+// group's first warp (warp % split == 0) gets the group's sum in `acc`. Every thread of the block
+// must call it with the same `split` (it synchronises the block unless split == 1).
+__device__ __forceinline__ void ReduceSplitK(float (&acc)[kTilesPerPass][4], int warp, int lane, int split) {
+  if (split <= 1) return;
+  __shared__ float partial[kWarpsPerBlock][kTilesPerPass * 4][32];
+#pragma unroll
+  for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][tile * 4 + i][lane] = acc[tile][i];
+  }
+  __syncthreads();
+  if (warp % split == 0) {
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float sum = 0.0f;
+        for (int w = warp; w < warp + split; ++w) sum += partial[w][tile * 4 + i][lane];
+        acc[tile][i] = sum;
+      }
+    }
+  }
+  __syncthreads();  // `partial` is reused by the next pass
+}
+
+__device__ __forceinline__ float Silu(float g) { return g / (1.0f + __expf(-g)); }
+
+// A float as 16 bits: f16 for the FP8 path (its MMA takes f16), else bf16.
+template <bool kHalf>
+__device__ __forceinline__ uint16_t To16(float value) {
+  if constexpr (kHalf) {
+    return __half_as_ushort(__float2half_rn(value));
+  } else {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(value));
+  }
+}
+
+}  // namespace expertmesh::cuda::warp_mma

@@ -39,6 +39,7 @@ struct BatchScheduler::Sequence {
 
 BatchScheduler::BatchScheduler(const DeepseekModel& model, SchedulerOptions options)
     : model_(model), options_(options) {
+  RecordCacheUsage();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -136,6 +137,13 @@ std::vector<BatchScheduler::Sequence*> BatchScheduler::PrepareStep() {
 }
 
 absl::Status BatchScheduler::StepOnce(const std::vector<Sequence*>& batch) {
+  if (options_.metrics) {
+    const auto prefills = std::count_if(batch.begin(), batch.end(), [](const Sequence* s) { return !s->prefilled; });
+    if (prefills > 0) options_.metrics->RecordStepBatch("prefill", prefills);
+    if (static_cast<size_t>(prefills) < batch.size()) {
+      options_.metrics->RecordStepBatch("decode", static_cast<int64_t>(batch.size()) - prefills);
+    }
+  }
   std::vector<SequenceInput> inputs;
   StepOptions step_options;
   step_options.micro_batches = options_.micro_batches;
@@ -208,6 +216,13 @@ void BatchScheduler::RunStep(const std::vector<Sequence*>& batch) {
   }
 }
 
+void BatchScheduler::RecordCacheUsage() const {
+  if (!options_.metrics) return;
+  int64_t used = 0;
+  for (const auto& sequence : running_) used += sequence->cache.length();
+  options_.metrics->SetKvCacheUsage(used, options_.max_running_sequences * model_.config().max_position_embeddings);
+}
+
 void BatchScheduler::Finish(Sequence& sequence, absl::Status status, FinishReason reason) {
   sequence.finished = true;
   SequenceUpdate update;
@@ -220,6 +235,7 @@ void BatchScheduler::Finish(Sequence& sequence, absl::Status status, FinishReaso
 void BatchScheduler::RemoveFinished() {
   std::erase_if(running_, [](const std::unique_ptr<Sequence>& sequence) { return sequence->finished; });
   running_count_ = static_cast<int64_t>(running_.size());
+  RecordCacheUsage();
   // Waiting sequences whose client left or whose deadline passed never take a slot.
   std::lock_guard<std::mutex> lock(mutex_);
   const auto now = Clock::now();

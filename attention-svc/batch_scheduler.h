@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/metrics/serving_metrics.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/sampler.h"
 
@@ -34,6 +35,9 @@ struct SchedulerOptions {
   int64_t micro_batches = 1;
   // Upper bound of one step's expert round trips when no sequence has a deadline.
   std::chrono::milliseconds step_timeout{30000};
+  // Sequences per step by phase and KV cache usage (token slots in use over max_running_sequences x
+  // the model's context length); null = none. Not owned.
+  metrics::ServingMetrics* metrics = nullptr;
 };
 
 // A validated generation request.
@@ -105,6 +109,7 @@ class BatchScheduler {
   absl::Status StepOnce(const std::vector<Sequence*>& batch);
   void Finish(Sequence& sequence, absl::Status status, FinishReason reason);
   void RemoveFinished();
+  void RecordCacheUsage() const;
 
   const DeepseekModel& model_;
   const SchedulerOptions options_;

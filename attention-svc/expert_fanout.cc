@@ -52,6 +52,14 @@ absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& host, con
   return std::vector<std::string>(addresses.begin(), addresses.end());
 }
 
+// Position of `connection` in `connections` (the metrics' shard label).
+int ShardIndex(const std::vector<std::unique_ptr<ShardConnection>>& connections, const ShardConnection* connection) {
+  for (size_t i = 0; i < connections.size(); ++i) {
+    if (connections[i].get() == connection) return static_cast<int>(i);
+  }
+  return -1;
+}
+
 template <typename Group>
 std::vector<std::string> ReplicaAddresses(const Group& group) {
   std::vector<std::string> addresses;
@@ -106,6 +114,13 @@ absl::StatusOr<std::unique_ptr<ExpertFanout>> ExpertFanout::Create(const ModelCo
           "expert shard ", address, " serves hidden_size ", description.hidden_size(), " with ",
           description.num_routed_experts(), " experts; the model has ", config.hidden_size, " and ",
           config.n_routed_experts));
+    }
+    if (options.metrics) {
+      connection->set_round_trip_observer(
+          [metrics = options.metrics, shard = static_cast<int>(fanout->connections_.size())](
+              double seconds, uint64_t bytes_sent, uint64_t bytes_received) {
+            metrics->RecordShardRoundTrip(shard, seconds, bytes_sent, bytes_received);
+          });
     }
     fanout->connections_.push_back(std::move(connection));
   }
@@ -239,6 +254,7 @@ struct ExpertFanout::Call {
   RoutedExpertBatch batch;
   std::span<float> output;
   std::chrono::steady_clock::time_point deadline;
+  std::chrono::steady_clock::time_point started;
   std::vector<GroupCall> groups;  // ascending group index
 };
 
@@ -250,6 +266,7 @@ std::future<absl::Status> ExpertFanout::ComputeAsync(const RoutedExpertBatch& ba
   auto call = std::make_shared<Call>();
   call->batch = batch;
   call->output = output;
+  call->started = std::chrono::steady_clock::now();
   call->deadline = std::min(batch.deadline, std::chrono::steady_clock::now() + options_.layer_timeout);
   if (absl::Status started = Start(*call); !started.ok()) {
     std::promise<absl::Status> failed;
@@ -357,10 +374,12 @@ absl::Status ExpertFanout::Gather(Call& call) {
       reply = group.reply.get();
       // A broken replica (or one that is shutting down): fail over to the next healthy replica.
       if (reply.ok() || reply.status().code() != absl::StatusCode::kUnavailable) break;
+      const ShardConnection* failed = group.replica;
       if (!SendToNextReplica(call, group)) {
         return absl::UnavailableError(absl::StrCat("no healthy expert shard left for layer ", call.batch.layer, ": ",
                                                    reply.status().message()));
       }
+      if (options_.metrics) options_.metrics->RecordShardFailover(ShardIndex(connections_, failed));
     }
     if (!reply.ok()) return reply.status();
     const int64_t count = static_cast<int64_t>(group.tokens.size());
@@ -371,6 +390,10 @@ absl::Status ExpertFanout::Gather(Call& call) {
       const float* source = reply_rows.data() + row * hidden;
       for (int64_t h = 0; h < hidden; ++h) destination[h] += source[h];
     }
+  }
+  if (options_.metrics) {
+    options_.metrics->RecordLayerFanout(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - call.started).count());
   }
   return absl::OkStatus();
 }

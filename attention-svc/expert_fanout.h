@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "attention-svc/shard_connection.h"
 #include "engine/format/model_config.h"
+#include "engine/metrics/moe_metrics.h"
 #include "engine/model/routed_experts.h"
 
 namespace expertmesh::attention_service {
@@ -30,6 +31,9 @@ struct FanoutOptions {
   v1::TensorDType wire_dtype = v1::TENSOR_DTYPE_F32;
   // How often broken replicas are re-dialled.
   std::chrono::milliseconds reconnect_interval{500};
+  // Per-shard round trips and bytes, whole-layer fan-out time and failovers (shard label = the
+  // replica's position in the address list); null = none. Not owned.
+  metrics::MoeFanoutMetrics* metrics = nullptr;
 };
 
 class ExpertFanout : public RoutedExperts {

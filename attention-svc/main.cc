@@ -12,12 +12,16 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "attention-svc/attention_service.h"
 #include "attention-svc/batch_scheduler.h"
 #include "attention-svc/expert_fanout.h"
 #include "attention-svc/model_metadata.h"
 #include "engine/format/checkpoint.h"
+#include "engine/metrics/moe_metrics.h"
+#include "engine/metrics/service_metrics.h"
+#include "engine/metrics/serving_metrics.h"
 #include "engine/model/weight_loader.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
@@ -52,6 +56,14 @@ int Run() {
   if (absl::GetFlag(FLAGS_expert_shards).empty()) return Fail("--expert-shards is required");
   const int micro_batches = absl::GetFlag(FLAGS_micro_batches);
   if (micro_batches != 1 && micro_batches != 2) return Fail("--micro-batches must be 1 or 2");
+  // Metrics first, so a wrong --metrics-listen fails at once and weight loading is observable.
+  metrics::ServiceMetrics metrics("attention");
+  if (absl::Status serving = metrics.Serve(metrics::MetricsListenFlag()); !serving.ok()) {
+    return Fail(absl::StrCat("--metrics-listen: ", serving.message()));
+  }
+  if (metrics.server()) std::fprintf(stderr, "attention-svc: metrics at %s\n", metrics.server()->url().c_str());
+  (void)metrics.SampleDeviceMemory("cpu", [] { return metrics::ReadHostMemory(); });
+  metrics::ServingMetrics serving_metrics(metrics.registry());
   FanoutOptions fanout_options;
   const std::string wire_dtype = absl::GetFlag(FLAGS_wire_dtype);
   if (wire_dtype == "f32") {
@@ -90,10 +102,13 @@ int Run() {
   if (!addresses.ok()) return Fail(std::string(addresses.status().message()));
   std::fprintf(stderr, "attention-svc: connecting to %zu expert shard(s): %s\n", addresses->size(),
                absl::StrJoin(*addresses, ", ").c_str());
+  metrics::MoeFanoutMetrics fanout_metrics(metrics.registry(), static_cast<int>(addresses->size()));
+  fanout_options.metrics = &fanout_metrics;
   absl::StatusOr<std::unique_ptr<ExpertFanout>> fanout = ExpertFanout::Create(config, *addresses, fanout_options);
   if (!fanout.ok()) return Fail(std::string(fanout.status().message()));
 
   const uint64_t resident_bytes = loaded->weights.ByteSize();
+  metrics.resources().SetWeightResidentBytes("cpu", resident_bytes);
   ModelOptions model_options;
   model_options.micro_batches = micro_batches;
   absl::StatusOr<std::unique_ptr<DeepseekModel>> model =
@@ -106,6 +121,7 @@ int Run() {
   scheduler_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
   scheduler_options.micro_batches = micro_batches;
   scheduler_options.step_timeout = fanout_options.layer_timeout;
+  scheduler_options.metrics = &serving_metrics;
   BatchScheduler scheduler(**model, scheduler_options);
 
   AttentionServiceOptions service_options;
@@ -117,6 +133,9 @@ int Run() {
   rpc::ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.drain_grace = std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds));
+  server_options.configure_builder = [&metrics](grpc::ServerBuilder& builder) {
+    return metrics.InstallGrpcMetrics(builder, {v1::AttentionService::service_full_name()});
+  };
   absl::StatusOr<std::unique_ptr<rpc::ServerRunner>> runner =
       rpc::ServerRunner::Start(server_options, {&service}, v1::AttentionService::service_full_name());
   if (!runner.ok()) return Fail(std::string(runner.status().message()));

@@ -84,13 +84,19 @@ void ShardConnection::ReadLoop() {
   v1::ExpertReply reply;
   while (stream_->Read(&reply)) {
     payload_bytes_received_ += reply.outputs().size();
-    std::promise<absl::StatusOr<v1::ExpertReply>> promise;
+    Pending request;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto pending = pending_.find(reply.request_id());
       if (pending == pending_.end()) continue;  // a reply to an abandoned request
-      promise = std::move(pending->second);
+      request = std::move(pending->second);
       pending_.erase(pending);
+    }
+    std::promise<absl::StatusOr<v1::ExpertReply>>& promise = request.promise;
+    if (round_trip_observer_) {
+      round_trip_observer_(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - request.sent_at).count(),
+          request.bytes_sent, reply.outputs().size());
     }
     if (reply.has_error() && reply.error().code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
       // The shard is shutting down: stop using this stream (the reconnect loop takes over) and
@@ -122,13 +128,13 @@ void ShardConnection::ReadLoop() {
 }
 
 void ShardConnection::FailPending(const std::string& why) {
-  std::map<uint64_t, std::promise<absl::StatusOr<v1::ExpertReply>>> failed;
+  std::map<uint64_t, Pending> failed;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     failed.swap(pending_);
   }
-  for (auto& [id, promise] : failed) {
-    promise.set_value(absl::UnavailableError(absl::StrCat("expert shard ", address_, " unavailable: ", why)));
+  for (auto& [id, pending] : failed) {
+    pending.promise.set_value(absl::UnavailableError(absl::StrCat("expert shard ", address_, " unavailable: ", why)));
   }
 }
 
@@ -146,7 +152,7 @@ std::future<absl::StatusOr<v1::ExpertReply>> ShardConnection::Send(v1::ExpertReq
     }
     const uint64_t id = next_request_id_++;
     request.set_request_id(id);
-    pending_.emplace(id, std::move(promise));
+    pending_.emplace(id, Pending{std::move(promise), std::chrono::steady_clock::now(), request.activations().size()});
     stream = stream_.get();
   }
   payload_bytes_sent_ += request.activations().size();

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -36,6 +37,11 @@ class ShardConnection {
   uint64_t payload_bytes_sent() const { return payload_bytes_sent_.load(); }
   uint64_t payload_bytes_received() const { return payload_bytes_received_.load(); }
 
+  // Called on the reader thread for every reply: seconds from Send to the reply, and the payload
+  // bytes each way. Set before the first Send.
+  using RoundTripObserver = std::function<void(double seconds, uint64_t bytes_sent, uint64_t bytes_received)>;
+  void set_round_trip_observer(RoundTripObserver observer) { round_trip_observer_ = std::move(observer); }
+
   // Queues `request` on the stream (request_id is assigned here). The future yields the reply, or
   // UNAVAILABLE if the stream breaks first.
   std::future<absl::StatusOr<v1::ExpertReply>> Send(v1::ExpertRequest request);
@@ -51,6 +57,12 @@ class ShardConnection {
   void FailPending(const std::string& why);
   void CloseStream();
 
+  struct Pending {
+    std::promise<absl::StatusOr<v1::ExpertReply>> promise;
+    std::chrono::steady_clock::time_point sent_at;
+    uint64_t bytes_sent = 0;
+  };
+
   const std::string address_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ExpertService::Stub> stub_;
@@ -61,7 +73,8 @@ class ShardConnection {
   std::mutex mutex_;        // guards pending_, next_request_id_, context_ and stream_ replacement
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ExpertRequest, v1::ExpertReply>> stream_;
-  std::map<uint64_t, std::promise<absl::StatusOr<v1::ExpertReply>>> pending_;
+  std::map<uint64_t, Pending> pending_;
+  RoundTripObserver round_trip_observer_;
   uint64_t next_request_id_ = 1;
   std::thread reader_;
   std::atomic<bool> healthy_{false};

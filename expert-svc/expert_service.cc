@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <span>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -79,6 +80,10 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
         }
       }
       if (!status.ok()) SetError(request, status, &reply);
+      if (status.ok() && load_metrics_) {
+        load_metrics_->RecordTokens(static_cast<int>(request.layer()),
+                                    std::span<const int32_t>(request.expert_ids().data(), request.expert_ids().size()));
+      }
       ++requests_answered_;
       if (!stream->Write(reply)) return stop_worker();  // the peer went away
     }

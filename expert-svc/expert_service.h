@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "engine/metrics/moe_metrics.h"
 #include "expert-svc/expert_shard.h"
 #include "expertmesh/v1/expert_service.grpc.pb.h"
 
@@ -32,6 +33,9 @@ class ExpertServiceImpl final : public v1::ExpertService::Service {
   uint64_t requests_answered() const { return requests_answered_.load(); }
 
   void StartDraining() { draining_ = true; }
+  // Counts the token-slots of every successfully computed request per layer and expert. Set before
+  // serving; not owned.
+  void set_load_metrics(metrics::ExpertLoadMetrics* load_metrics) { load_metrics_ = load_metrics; }
   // Waits until no request is queued or computing (or `timeout` passes); true if idle.
   bool WaitIdle(std::chrono::milliseconds timeout) const;
 
@@ -41,6 +45,7 @@ class ExpertServiceImpl final : public v1::ExpertService::Service {
   std::atomic<uint64_t> requests_answered_{0};
   std::atomic<int64_t> requests_in_progress_{0};
   std::atomic<bool> draining_{false};
+  metrics::ExpertLoadMetrics* load_metrics_ = nullptr;
 };
 
 }  // namespace expertmesh::expert_service

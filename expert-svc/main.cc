@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -13,6 +15,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/format/checkpoint.h"
+#include "engine/metrics/blend_metrics.h"
+#include "engine/metrics/moe_metrics.h"
+#include "engine/metrics/service_metrics.h"
 #include "engine/model/weight_loader.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
@@ -86,6 +91,30 @@ int Run() {
                  static_cast<long long>(config->n_routed_experts));
     return 2;
   }
+  // Metrics before loading, so a wrong --metrics-listen fails at once and loading is observable.
+  metrics::ServiceMetrics metrics("expert");
+  if (absl::Status serving = metrics.Serve(metrics::MetricsListenFlag()); !serving.ok()) {
+    std::fprintf(stderr, "expert-svc: --metrics-listen: %s\n", std::string(serving.message()).c_str());
+    return 2;
+  }
+  if (metrics.server()) std::fprintf(stderr, "expert-svc: metrics at %s\n", metrics.server()->url().c_str());
+  (void)metrics.SampleDeviceMemory("cpu", [] { return metrics::ReadHostMemory(); });
+  metrics::BlendMetrics blend_metrics(metrics.registry());
+  std::vector<int> hosted_layers;
+  std::set<int> hosted_expert_ids;
+  for (const auto& [layer, experts] : hosted) {
+    hosted_layers.push_back(static_cast<int>(layer));
+    hosted_expert_ids.insert(experts.begin(), experts.end());
+  }
+  const std::vector<int> hosted_expert_list(hosted_expert_ids.begin(), hosted_expert_ids.end());
+  absl::StatusOr<std::unique_ptr<metrics::ExpertLoadMetrics>> load_metrics =
+      metrics::ExpertLoadMetrics::Create(metrics.registry(), hosted_layers, hosted_expert_list);
+  if (!load_metrics.ok()) {
+    std::fprintf(stderr, "expert-svc: %s\n", std::string(load_metrics.status().message()).c_str());
+    return 1;
+  }
+  const auto load_start = std::chrono::steady_clock::now();
+
   std::string shard_name = absl::GetFlag(FLAGS_shard_name);
   if (shard_name.empty()) shard_name = absl::StrCat("shard-", std::max(shard_index, 0));
 
@@ -133,8 +162,13 @@ int Run() {
   }
   checkpoint->reset();  // experts are resident as float32; the mapped files are no longer needed
   const int64_t expert_count = loaded->routed_experts->num_experts();
+  metrics.resources().SetWeightResidentBytes("cpu", info.resident_weight_bytes);
+  blend_metrics.SetWeightSet(info.weight_set_name, info.resident_weight_bytes, info.weight_set_version);
+  blend_metrics.RecordSwap(info.weight_set_name, /*success=*/true,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   ExpertShard shard(shard_name, info, hosted, std::move(loaded->routed_experts));
   ExpertServiceImpl service(&shard);
+  service.set_load_metrics(load_metrics->get());
 
   rpc::ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
@@ -145,6 +179,9 @@ int Run() {
   // The service drains itself (below); streams never end on their own, so the server's own grace
   // only has to cover replies being written.
   server_options.drain_grace = std::chrono::milliseconds(500);
+  server_options.configure_builder = [&metrics](grpc::ServerBuilder& builder) {
+    return metrics.InstallGrpcMetrics(builder, {v1::ExpertService::service_full_name()});
+  };
   absl::StatusOr<std::unique_ptr<rpc::ServerRunner>> runner =
       rpc::ServerRunner::Start(server_options, {&service}, v1::ExpertService::service_full_name());
   if (!runner.ok()) {

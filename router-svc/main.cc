@@ -16,6 +16,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "engine/metrics/service_metrics.h"
+#include "engine/metrics/serving_metrics.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -51,6 +53,15 @@ int Run() {
     std::cerr << "error: need --max-running >= 1, --max-waiting >= 0, --max-tokens-limit >= 1\n";
     return 2;
   }
+  // Metrics first, so a wrong --metrics-listen fails at once and start-up is observable.
+  metrics::ServiceMetrics metrics("router");
+  if (absl::Status serving = metrics.Serve(metrics::MetricsListenFlag()); !serving.ok()) {
+    std::cerr << "error: --metrics-listen: " << serving.message() << "\n";
+    return 2;
+  }
+  if (metrics.server()) std::fprintf(stderr, "router-svc: metrics at %s\n", metrics.server()->url().c_str());
+  (void)metrics.SampleDeviceMemory("cpu", [] { return metrics::ReadHostMemory(); });
+  metrics::ServingMetrics serving_metrics(metrics.registry());
   auto tokenizer = Tokenizer::FromFile(tokenizer_path);
   if (!tokenizer.ok()) {
     std::cerr << "error: " << tokenizer.status() << "\n";
@@ -77,12 +88,16 @@ int Run() {
   options.max_running = absl::GetFlag(FLAGS_max_running);
   options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.log_requests = absl::GetFlag(FLAGS_log_requests);
+  options.metrics = &serving_metrics;
   PassThroughBlendSelector blends;
   RouterServiceImpl service(**tokenizer, *pool, blends, options);
 
   rpc::ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   server_options.drain_grace = std::chrono::seconds(absl::GetFlag(FLAGS_drain_grace_seconds));
+  server_options.configure_builder = [&metrics](grpc::ServerBuilder& builder) {
+    return metrics.InstallGrpcMetrics(builder, {kServiceName});
+  };
   auto runner = rpc::ServerRunner::Start(server_options, {&service}, kServiceName);
   if (!runner.ok()) {
     std::cerr << "error: " << runner.status() << "\n";
@@ -101,6 +116,7 @@ int Run() {
       if (auto* health = (*runner)->server()->GetHealthCheckService()) {
         health->SetServingStatus(kServiceName, pool->num_healthy() > 0);
       }
+      serving_metrics.SetWaitingRequests(service.admission().waiting());
       stop.wait_for(lock, std::chrono::milliseconds(250));
     }
   });

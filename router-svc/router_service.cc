@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +26,16 @@ SteadyClock::time_point SteadyDeadline(const grpc::ServerContext& context) {
 
 double SecondsSince(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+metrics::RequestFinish FinishForMetrics(const RunOutcome& outcome, const absl::Status& status) {
+  switch (outcome.finish_reason) {
+    case v1::FINISH_REASON_STOP: return metrics::RequestFinish::kStop;
+    case v1::FINISH_REASON_LENGTH: return metrics::RequestFinish::kLength;
+    case v1::FINISH_REASON_ABORTED: return metrics::RequestFinish::kAborted;
+    default: return status.code() == absl::StatusCode::kCancelled ? metrics::RequestFinish::kAborted
+                                                                   : metrics::RequestFinish::kError;
+  }
 }
 
 }  // namespace
@@ -53,8 +64,24 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
       admission_.Admit(SteadyDeadline(*context), [context] { return context->IsCancelled(); }, &ticket);
   if (!admitted.ok()) return rpc::ToGrpcStatus(admitted);
 
+  std::optional<metrics::ServingMetrics::RunningRequest> running;
+  if (options_.metrics) running.emplace(options_.metrics->TrackRunning(*blend));
   std::string log_line;
-  const absl::Status status = Run(context, *validated, *blend, arrival, writer, &log_line);
+  RunOutcome outcome;
+  const absl::Status status = Run(context, *validated, *blend, arrival, writer, &log_line, &outcome);
+  if (options_.metrics) {
+    metrics::FinishedRequest finished;
+    // A name the expert tier does not know must not take one of the bounded blend labels.
+    const bool unknown_blend = outcome.completion_tokens == 0 && (status.code() == absl::StatusCode::kNotFound ||
+                                                                  status.code() == absl::StatusCode::kInvalidArgument);
+    finished.blend = unknown_blend ? metrics::kOtherLabelValue : std::string_view(*blend);
+    finished.finish = FinishForMetrics(outcome, status);
+    finished.prompt_tokens = static_cast<uint32_t>(validated->prompt_ids.size());
+    finished.generated_tokens = outcome.completion_tokens;
+    finished.time_to_first_token_seconds = outcome.time_to_first_token_seconds;
+    finished.duration_seconds = SecondsSince(arrival);
+    options_.metrics->RecordFinished(finished);
+  }
   if (options_.log_requests) {
     std::fprintf(stderr, "generate %s %s\n", status.ok() ? "OK" : absl::StatusCodeToString(status.code()).c_str(),
                  log_line.c_str());
@@ -64,7 +91,8 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
 
 absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const ValidatedRequest& request,
                                     const std::string& blend, SteadyClock::time_point arrival,
-                                    grpc::ServerWriter<v1::GenerateResponse>* writer, std::string* log_line) {
+                                    grpc::ServerWriter<v1::GenerateResponse>* writer, std::string* log_line,
+                                    RunOutcome* outcome) {
   v1::SequenceRequest sequence;
   sequence.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
   sequence.set_max_tokens(request.max_tokens);
@@ -121,10 +149,13 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
     std::fprintf(stderr, "attention replica %s failed before the first token (%s); trying another\n",
                  replica_address.c_str(), upstream_status.error_message().c_str());
     pool_.ReportUnavailable(lease->index());
+    if (options_.metrics) options_.metrics->RecordAttentionFailover();
     failed_replicas.insert(lease->index());
     last_failure = upstream_status;
   }
 
+  outcome->completion_tokens = completion_tokens;
+  if (completion_tokens > 0) outcome->time_to_first_token_seconds = time_to_first_token;
   *log_line = absl::StrCat("prompt_tokens=", request.prompt_ids.size(), " completion_tokens=", completion_tokens,
                            " ttft=", time_to_first_token, "s replica=", replica_address);
   if (client_gone || (context->IsCancelled() && !builder.stopped())) {
@@ -157,6 +188,7 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
   } else {
     usage.set_finish_reason(v1::FINISH_REASON_ABORTED);
   }
+  outcome->finish_reason = usage.finish_reason();
   absl::StrAppend(log_line, " finish=", v1::FinishReason_Name(usage.finish_reason()), " blend='", usage.blend(), "'");
   v1::GenerateResponse final_event;
   *final_event.mutable_usage() = usage;

@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "engine/metrics/serving_metrics.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "expertmesh/v1/router_service.grpc.pb.h"
 #include "router-svc/admission_queue.h"
@@ -29,6 +30,16 @@ struct RouterOptions {
   int max_waiting = 256;
   // One line per finished request on stderr.
   bool log_requests = true;
+  // Request metrics (running, finished with latencies and tokens, failovers); null = none. Not owned.
+  metrics::ServingMetrics* metrics = nullptr;
+};
+
+// What Run() tells about a request's end, for metrics.
+struct RunOutcome {
+  uint32_t completion_tokens = 0;
+  double time_to_first_token_seconds = -1;  // negative: no token was sent
+  // Set when a final Usage was sent; UNSPECIFIED when the request ended with an error instead.
+  v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;
 };
 
 class RouterServiceImpl final : public v1::RouterService::Service {
@@ -48,7 +59,7 @@ class RouterServiceImpl final : public v1::RouterService::Service {
   // Runs the admitted request; writes deltas and usage; returns the RPC's final status.
   absl::Status Run(grpc::ServerContext* context, const ValidatedRequest& request, const std::string& blend,
                    std::chrono::steady_clock::time_point arrival, grpc::ServerWriter<v1::GenerateResponse>* writer,
-                   std::string* log_line);
+                   std::string* log_line, RunOutcome* outcome);
 
   const Tokenizer& tokenizer_;
   AttentionPool& pool_;

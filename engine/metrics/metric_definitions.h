@@ -124,10 +124,10 @@ inline constexpr MetricDefinition kBlendSwapSeconds{
 inline constexpr std::string_view kDeviceCardinality = "devices (cpu + <= 16 GPUs)";
 inline constexpr MetricDefinition kDeviceMemoryUsed{
     "expertmesh_device_memory_used_bytes", MetricType::kGauge, "device", "all", kDeviceCardinality,
-    "Accelerator memory in use on each device (cuda:N)."};
+    "Memory in use on each device: cuda:N = the card (all processes), cpu = host (MemTotal - MemAvailable)."};
 inline constexpr MetricDefinition kDeviceMemoryTotal{
     "expertmesh_device_memory_total_bytes", MetricType::kGauge, "device", "all", kDeviceCardinality,
-    "Accelerator memory capacity of each device (cuda:N)."};
+    "Memory capacity of each device: cuda:N = the card, cpu = host MemTotal."};
 inline constexpr MetricDefinition kWeightResidentBytes{
     "expertmesh_weight_resident_bytes", MetricType::kGauge, "device", "all", kDeviceCardinality,
     "Model weight bytes resident on each device (cpu or cuda:N)."};

@@ -22,7 +22,10 @@ ServiceMetrics::ServiceMetrics(std::string_view service)
       process_(std::make_shared<ProcessCollector>()),
       resources_(*registry_, service, BuildVersion()) {}
 
-ServiceMetrics::~ServiceMetrics() { server_.reset(); }
+ServiceMetrics::~ServiceMetrics() {
+  server_.reset();
+  device_memory_.reset();
+}
 
 absl::Status ServiceMetrics::InstallGrpcMetrics(grpc::ServerBuilder& builder,
                                                 const std::vector<std::string>& service_full_names) {
@@ -31,6 +34,11 @@ absl::Status ServiceMetrics::InstallGrpcMetrics(grpc::ServerBuilder& builder,
   grpc_ = *std::move(created);
   grpc_->InstallOn(builder);
   return absl::OkStatus();
+}
+
+absl::Status ServiceMetrics::SampleDeviceMemory(std::string_view device, DeviceMemoryProbe probe) {
+  if (!device_memory_) device_memory_ = std::make_unique<DeviceMemorySampler>(resources_, std::chrono::seconds(2));
+  return device_memory_->AddDevice(device, std::move(probe));
 }
 
 absl::Status ServiceMetrics::Serve(std::string_view listen_address) {

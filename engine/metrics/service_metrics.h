@@ -13,6 +13,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/status.h"
+#include "engine/metrics/device_memory_sampler.h"
 #include "engine/metrics/grpc_server_metrics.h"
 #include "engine/metrics/metrics_server.h"
 #include "engine/metrics/process_collector.h"
@@ -40,6 +41,11 @@ class ServiceMetrics {
   // Null until InstallGrpcMetrics succeeded.
   GrpcServerMetrics* grpc() { return grpc_.get(); }
 
+  // Keeps `device`'s memory gauges current from `probe` (sampled now and every 2 s by a thread this
+  // object owns): ReadHostMemory for "cpu", a cudaMemGetInfo probe for "cuda:N". The probe's
+  // first error is returned (the device stays registered).
+  absl::Status SampleDeviceMemory(std::string_view device, DeviceMemoryProbe probe);
+
   // Serves /metrics on `listen_address`; "" serves nothing (metrics are still recorded).
   // UNAVAILABLE / INVALID_ARGUMENT with civetweb's reason when it cannot listen.
   absl::Status Serve(std::string_view listen_address);
@@ -50,6 +56,7 @@ class ServiceMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<ProcessCollector> process_;
   ResourceMetrics resources_;
+  std::unique_ptr<DeviceMemorySampler> device_memory_;  // after resources_: stops before it
   std::unique_ptr<GrpcServerMetrics> grpc_;
   std::unique_ptr<MetricsServer> server_;
 };

@@ -14,6 +14,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace expertmesh::rpc {
@@ -22,6 +23,9 @@ struct ServerOptions {
   std::string listen_address = "127.0.0.1:0";
   int max_message_bytes = 64 << 20;
   std::chrono::milliseconds drain_grace{10000};
+  // Called on the builder after the listening port and services are added, right before
+  // BuildAndStart (e.g. to install the metrics interceptor); an error aborts Start().
+  std::function<absl::Status(grpc::ServerBuilder&)> configure_builder;
 };
 
 // Call first in main(), before any thread starts, so WaitForTerminationSignal receives them.

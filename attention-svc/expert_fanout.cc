@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <fstream>
 #include <future>
 #include <map>
@@ -50,14 +51,6 @@ absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& host, con
   }
   freeaddrinfo(results);
   return std::vector<std::string>(addresses.begin(), addresses.end());
-}
-
-// Position of `connection` in `connections` (the metrics' shard label).
-int ShardIndex(const std::vector<std::unique_ptr<ShardConnection>>& connections, const ShardConnection* connection) {
-  for (size_t i = 0; i < connections.size(); ++i) {
-    if (connections[i].get() == connection) return static_cast<int>(i);
-  }
-  return -1;
 }
 
 template <typename Group>
@@ -181,10 +174,29 @@ ExpertFanout::~ExpertFanout() {
 }
 
 void ExpertFanout::ReconnectLoop() {
+  // Another replica of `connection`'s shard group is healthy (its traffic can move there).
+  auto has_healthy_peer = [this](const ShardConnection* connection) {
+    for (const auto& group : groups_) {
+      if (std::find(group->replicas.begin(), group->replicas.end(), connection) == group->replicas.end()) continue;
+      for (const ShardConnection* replica : group->replicas) {
+        if (replica != connection && replica->healthy()) return true;
+      }
+    }
+    return false;
+  };
+  std::vector<bool> was_healthy(connections_.size(), true);
   while (!stopping_) {
-    for (auto& connection : connections_) {
+    for (size_t index = 0; index < connections_.size(); ++index) {
+      ShardConnection* connection = connections_[index].get();
       if (stopping_) return;
-      if (!connection->healthy()) {
+      const bool healthy = connection->healthy();
+      // One failover per replica failure whose traffic moved to another replica (the requests it
+      // had in flight are retried there by Gather).
+      if (!healthy && was_healthy[index] && options_.metrics && has_healthy_peer(connection)) {
+        options_.metrics->RecordShardFailover(static_cast<int>(index));
+      }
+      was_healthy[index] = healthy;
+      if (!healthy) {
         // Errors are expected while the shard is down; the next round tries again.
         (void)connection->Reconnect(std::chrono::milliseconds(200));
       }
@@ -374,12 +386,10 @@ absl::Status ExpertFanout::Gather(Call& call) {
       reply = group.reply.get();
       // A broken replica (or one that is shutting down): fail over to the next healthy replica.
       if (reply.ok() || reply.status().code() != absl::StatusCode::kUnavailable) break;
-      const ShardConnection* failed = group.replica;
       if (!SendToNextReplica(call, group)) {
         return absl::UnavailableError(absl::StrCat("no healthy expert shard left for layer ", call.batch.layer, ": ",
                                                    reply.status().message()));
       }
-      if (options_.metrics) options_.metrics->RecordShardFailover(ShardIndex(connections_, failed));
     }
     if (!reply.ok()) return reply.status();
     const int64_t count = static_cast<int64_t>(group.tokens.size());

@@ -31,8 +31,9 @@ struct FanoutOptions {
   v1::TensorDType wire_dtype = v1::TENSOR_DTYPE_F32;
   // How often broken replicas are re-dialled.
   std::chrono::milliseconds reconnect_interval{500};
-  // Per-shard round trips and bytes, whole-layer fan-out time and failovers (shard label = the
-  // replica's position in the address list); null = none. Not owned.
+  // Per-shard round trips and bytes, whole-layer fan-out time and failovers (a replica lost while
+  // another replica of its shard is healthy; shard label = the replica's position in the address
+  // list); null = none. Not owned.
   metrics::MoeFanoutMetrics* metrics = nullptr;
 };
 

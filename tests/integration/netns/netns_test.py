@@ -75,6 +75,22 @@ class Client:
             raise Failure(f"expertmesh-loadtest reported {len(rows)} of {requests} requests")
         return rows, elapsed
 
+    def metric(self, metrics_address, name, **labels):
+        """Sum of the samples of `name` with `labels` on a /metrics endpoint, read from this namespace."""
+        script = ("import sys, urllib.request\n"
+                  "text = urllib.request.urlopen(f'http://{sys.argv[1]}/metrics', timeout=5).read().decode()\n"
+                  "print(text)")
+        result = subprocess.run(self.prefix + [sys.executable, "-c", script, metrics_address],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise Failure(f"cannot scrape {metrics_address}: {result.stderr[-500:]}")
+        total = 0.0
+        for line in result.stdout.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(f'{key}="{value}"' in line for key, value in labels.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def health(self, address, service):
         probe = subprocess.run(self.prefix + [str(self.bin_dir / "expertmesh-client"), "--health", address,
                                               "--health-service", service, "--wait-seconds", "1"],
@@ -137,9 +153,14 @@ def scenario(topology, stack, client):
         raise Failure(f"B: after failover requests still fail: {codes(rows)}")
     if not client.health(attention, attention_service):
         raise Failure("B: attention-svc is not SERVING although shard 0 has a live replica")
+    # expert-0-1 is the second address in attention-svc's --expert-shards: shard label "1".
+    failovers = client.metric(stack.service("attention").metrics_address, "expertmesh_moe_shard_failovers_total",
+                              shard="1")
+    if failovers < 1:
+        raise Failure(f"B: attention-svc's metrics count {failovers} failovers away from e01 (shard=\"1\")")
     print(f"   {len(seen)} requests while failing over ({codes(seen)}), all bounded by the deadline; "
           f"failover complete {time.time() - cut_at:.1f} s after the cut ({took:.1f} s of batches); "
-          f"6 more requests OK; attention-svc SERVING")
+          f"6 more requests OK; attention-svc SERVING, its metrics count {failovers:.0f} failover away from e01")
 
     topology.cut("e10")
     cut_at = time.time()

@@ -25,11 +25,11 @@ void SequenceHandle::Push(SequenceUpdate update) {
 }
 
 struct BatchScheduler::Sequence {
-  Sequence(SequenceParams p, LatentKvCache c, Sampler s)
-      : params(std::move(p)), handle(std::make_shared<SequenceHandle>()), cache(std::move(c)), sampler(std::move(s)) {}
+  Sequence(SequenceParams p, Sampler s)
+      : params(std::move(p)), handle(std::make_shared<SequenceHandle>()), sampler(std::move(s)) {}
   SequenceParams params;
   std::shared_ptr<SequenceHandle> handle;
-  LatentKvCache cache;
+  std::unique_ptr<StepSequence> state;  // its KV cache in the model; made when it starts running
   Sampler sampler;
   bool prefilled = false;  // the prompt is in the cache
   int32_t last_token = -1;
@@ -38,7 +38,15 @@ struct BatchScheduler::Sequence {
 };
 
 BatchScheduler::BatchScheduler(const DeepseekModel& model, SchedulerOptions options)
-    : model_(model), options_(options) {
+    : owned_model_(MakeCpuStepModel(model)), model_(*owned_model_), options_(options) {
+  Start();
+}
+
+BatchScheduler::BatchScheduler(StepModel& model, SchedulerOptions options) : model_(model), options_(options) {
+  Start();
+}
+
+void BatchScheduler::Start() {
   RecordCacheUsage();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -60,7 +68,7 @@ BatchScheduler::~BatchScheduler() {
 absl::StatusOr<std::shared_ptr<SequenceHandle>> BatchScheduler::Submit(SequenceParams params) {
   absl::StatusOr<Sampler> sampler = Sampler::Create(params.sampling);
   if (!sampler.ok()) return sampler.status();
-  auto sequence = std::make_unique<Sequence>(std::move(params), model_.NewCache(), *std::move(sampler));
+  auto sequence = std::make_unique<Sequence>(std::move(params), *std::move(sampler));
   std::shared_ptr<SequenceHandle> handle = sequence->handle;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -111,6 +119,11 @@ void BatchScheduler::Admit() {
     Sequence& next = *waiting_.front();
     const auto prompt = static_cast<int64_t>(next.params.prompt_ids.size());
     if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens_per_step) break;
+    if (!next.state) {
+      absl::StatusOr<std::unique_ptr<StepSequence>> state = model_.NewSequence();
+      if (!state.ok()) break;  // the model holds no more sequences now: retried after one finishes
+      next.state = *std::move(state);
+    }
     prefill_tokens += prompt;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -144,13 +157,13 @@ absl::Status BatchScheduler::StepOnce(const std::vector<Sequence*>& batch) {
       options_.metrics->RecordStepBatch("decode", static_cast<int64_t>(batch.size()) - prefills);
     }
   }
-  std::vector<SequenceInput> inputs;
+  std::vector<StepModelInput> inputs;
   StepOptions step_options;
   step_options.micro_batches = options_.micro_batches;
   step_options.expert_deadline = Clock::now() + options_.step_timeout;
   for (Sequence* sequence : batch) {
-    SequenceInput input;
-    input.cache = &sequence->cache;
+    StepModelInput input;
+    input.sequence = sequence->state.get();
     input.token_ids = sequence->prefilled ? std::span<const int32_t>(&sequence->last_token, 1)
                                           : std::span<const int32_t>(sequence->params.prompt_ids);
     inputs.push_back(input);
@@ -219,7 +232,7 @@ void BatchScheduler::RunStep(const std::vector<Sequence*>& batch) {
 void BatchScheduler::RecordCacheUsage() const {
   if (!options_.metrics) return;
   int64_t used = 0;
-  for (const auto& sequence : running_) used += sequence->cache.length();
+  for (const auto& sequence : running_) used += (sequence->state ? sequence->state->length() : 0);
   options_.metrics->SetKvCacheUsage(used, options_.max_running_sequences * model_.config().max_position_embeddings);
 }
 

@@ -1,4 +1,5 @@
-// BatchScheduler: continuous batching over one DeepseekModel. A single scheduler thread runs
+// BatchScheduler: continuous batching over one StepModel (the CPU DeepseekModel, or the GPU model
+// of attention-svc --device cuda:N, attention-svc/step_model.h). A single scheduler thread runs
 // steps; every active sequence takes part in each step (a decode token, or its whole prompt on
 // the step it joins), so new prefills join the running batch and a sequence leaves as soon as it
 // is done, cancelled or past its deadline. Each sequence owns its latent KV cache and sampler.
@@ -19,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/metrics/serving_metrics.h"
+#include "attention-svc/step_model.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/sampler.h"
 
@@ -85,6 +87,10 @@ class BatchScheduler {
  public:
   // `model` must outlive the scheduler.
   BatchScheduler(const DeepseekModel& model, SchedulerOptions options);
+  // Any StepModel (not owned, must outlive the scheduler). A sequence's state is created when it
+  // leaves the waiting queue, so a model with a fixed number of sequences (the GPU's) needs
+  // max_running_sequences <= that number.
+  BatchScheduler(StepModel& model, SchedulerOptions options);
   ~BatchScheduler();  // stops the thread; unfinished sequences end UNAVAILABLE
 
   // Queues a sequence. RESOURCE_EXHAUSTED when the waiting queue is full, UNAVAILABLE when
@@ -111,7 +117,10 @@ class BatchScheduler {
   void RemoveFinished();
   void RecordCacheUsage() const;
 
-  const DeepseekModel& model_;
+  void Start();
+
+  std::unique_ptr<StepModel> owned_model_;  // the CPU wrapper of the DeepseekModel constructor
+  StepModel& model_;
   const SchedulerOptions options_;
 
   mutable std::mutex mutex_;  // guards waiting_, admitting_, stopping_

@@ -3,6 +3,10 @@
 // continuous batching, health and reflection; SIGTERM stops admitting and drains. Health is
 // NOT_SERVING while some expert shard group has no healthy replica.
 //   attention-svc --model DIR --expert-shards host:port,...|dns:NAME:PORT|@FILE [--listen ADDR]
+//                 [--device cpu|cuda:N]
+// With --device cuda:N the non-expert part (embeddings, MLA with a paged latent cache, norms,
+// gating, shared experts, LM head) runs on that GPU; the routed experts stay behind the fan-out.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -23,8 +27,13 @@
 #include "engine/metrics/service_metrics.h"
 #include "engine/metrics/serving_metrics.h"
 #include "engine/model/weight_loader.h"
+#include "engine/ops/cuda/compute_device.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
+#if defined(EXPERTMESH_HAS_CUDA)
+#include "attention-svc/gpu_step_model.h"
+#include "engine/ops/cuda/cuda_device.h"
+#endif
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(std::string, expert_shards, "",
@@ -41,6 +50,11 @@ ABSL_FLAG(std::string, wire_dtype, "f32", "activation encoding to the expert sha
 ABSL_FLAG(int, connect_timeout_ms, 30000, "how long start-up waits for every expert shard");
 ABSL_FLAG(int, step_timeout_ms, 30000, "upper bound of one step's expert round trips");
 ABSL_FLAG(int, drain_seconds, 30, "grace period for running sequences on SIGTERM");
+ABSL_FLAG(std::string, device, "cpu", "where attention runs: cpu, or cuda:N (cuda = cuda:0; needs a CUDA build)");
+ABSL_FLAG(std::string, gpu_precision, "bf16", "GPU weights: bf16 (serving) or f32 (fidelity checks)");
+ABSL_FLAG(int, gpu_max_sequence_length, 4096,
+          "positions per sequence in the GPU's paged latent cache (reserved for max_running_sequences up front); "
+          "also the longest prompt + max_tokens served");
 
 namespace expertmesh::attention_service {
 namespace {
@@ -56,6 +70,23 @@ int Run() {
   if (absl::GetFlag(FLAGS_expert_shards).empty()) return Fail("--expert-shards is required");
   const int micro_batches = absl::GetFlag(FLAGS_micro_batches);
   if (micro_batches != 1 && micro_batches != 2) return Fail("--micro-batches must be 1 or 2");
+  absl::StatusOr<ComputeDevice> device = ParseComputeDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(std::string(device.status().message()));
+  const std::string gpu_precision = absl::GetFlag(FLAGS_gpu_precision);
+  if (gpu_precision != "bf16" && gpu_precision != "f32") return Fail("--gpu-precision must be bf16 or f32");
+  if (device->is_cuda) {
+    if (!kBuiltWithCuda) return Fail(std::string(CudaNotBuiltError(*device).message()));
+#if defined(EXPERTMESH_HAS_CUDA)
+    if (absl::Status usable = cuda::UseDevice(device->index); !usable.ok()) {
+      return Fail(absl::StrCat("--device=", device->ToString(), ": ", usable.message()));
+    }
+#endif
+    if (absl::GetFlag(FLAGS_gpu_max_sequence_length) < 2) return Fail("--gpu-max-sequence-length must be >= 2");
+    if (micro_batches != 1) {
+      std::fprintf(stderr, "attention-svc: --micro-batches=%d is ignored on the GPU (one batch per step)\n",
+                   micro_batches);
+    }
+  }
   // Metrics first, so a wrong --metrics-listen fails at once and weight loading is observable.
   metrics::ServiceMetrics metrics("attention");
   if (absl::Status serving = metrics.Serve(metrics::MetricsListenFlag()); !serving.ok()) {
@@ -107,13 +138,50 @@ int Run() {
   absl::StatusOr<std::unique_ptr<ExpertFanout>> fanout = ExpertFanout::Create(config, *addresses, fanout_options);
   if (!fanout.ok()) return Fail(std::string(fanout.status().message()));
 
-  const uint64_t resident_bytes = loaded->weights.ByteSize();
-  metrics.resources().SetWeightResidentBytes("cpu", resident_bytes);
-  ModelOptions model_options;
-  model_options.micro_batches = micro_batches;
-  absl::StatusOr<std::unique_ptr<DeepseekModel>> model =
-      DeepseekModel::Create(config, std::move(loaded->weights), fanout->get(), model_options);
-  if (!model.ok()) return Fail(std::string(model.status().message()));
+  uint64_t resident_bytes = loaded->weights.ByteSize();
+  // The model the scheduler steps: the CPU engine, or the GPU model (weights uploaded, host copies freed).
+  ModelConfig service_config = config;  // what clients are told and checked against
+  std::unique_ptr<DeepseekModel> cpu_model;
+  std::unique_ptr<StepModel> gpu_model;
+  if (!device->is_cuda) {
+    ModelOptions model_options;
+    model_options.micro_batches = micro_batches;
+    absl::StatusOr<std::unique_ptr<DeepseekModel>> model =
+        DeepseekModel::Create(config, std::move(loaded->weights), fanout->get(), model_options);
+    if (!model.ok()) return Fail(std::string(model.status().message()));
+    cpu_model = *std::move(model);
+  } else {
+#if defined(EXPERTMESH_HAS_CUDA)
+    const int64_t max_length = std::min<int64_t>(config.max_position_embeddings,
+                                                 absl::GetFlag(FLAGS_gpu_max_sequence_length));
+    service_config.max_position_embeddings = max_length;
+    GpuStepModelOptions gpu_options;
+    gpu_options.device = device->index;
+    gpu_options.float32 = gpu_precision == "f32";
+    gpu_options.max_sequences = absl::GetFlag(FLAGS_max_running_sequences);
+    gpu_options.max_sequence_length = max_length;
+    // A step holds the admitted prompts (a longer one is admitted alone) and a token per running sequence.
+    gpu_options.max_step_tokens = std::max<int64_t>(absl::GetFlag(FLAGS_max_prefill_tokens_per_step), max_length) +
+                                  absl::GetFlag(FLAGS_max_running_sequences);
+    absl::StatusOr<GpuStepModel> model = MakeGpuStepModel(config, loaded->weights, fanout->get(), gpu_options);
+    if (!model.ok()) return Fail(absl::StrCat("--device=", device->ToString(), ": ", model.status().message()));
+    gpu_model = std::move(model->model);
+    resident_bytes = model->weight_bytes;
+    loaded->weights = ModelWeights();  // the host copies are no longer needed
+    std::fprintf(stderr, "attention-svc: on %s: %.1f MB of weights (%s) + %.1f MB of KV cache for %d sequences of "
+                 "%lld positions\n", model->device_name.c_str(), model->weight_bytes / 1e6, gpu_precision.c_str(),
+                 model->cache_bytes / 1e6, absl::GetFlag(FLAGS_max_running_sequences),
+                 static_cast<long long>(max_length));
+    (void)metrics.SampleDeviceMemory(device->ToString(), [index = device->index]() -> absl::StatusOr<metrics::DeviceMemory> {
+      metrics::DeviceMemory memory;
+      if (absl::Status status = cuda::DeviceMemoryInUse(index, &memory.used_bytes, &memory.total_bytes); !status.ok()) {
+        return status;
+      }
+      return memory;
+    });
+#endif
+  }
+  metrics.resources().SetWeightResidentBytes(device->ToString(), resident_bytes);
 
   SchedulerOptions scheduler_options;
   scheduler_options.max_running_sequences = absl::GetFlag(FLAGS_max_running_sequences);
@@ -122,13 +190,16 @@ int Run() {
   scheduler_options.micro_batches = micro_batches;
   scheduler_options.step_timeout = fanout_options.layer_timeout;
   scheduler_options.metrics = &serving_metrics;
-  BatchScheduler scheduler(**model, scheduler_options);
+  std::unique_ptr<BatchScheduler> scheduler_owner =
+      cpu_model ? std::make_unique<BatchScheduler>(*cpu_model, scheduler_options)
+                : std::make_unique<BatchScheduler>(*gpu_model, scheduler_options);
+  BatchScheduler& scheduler = *scheduler_owner;
 
   AttentionServiceOptions service_options;
   service_options.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   service_options.eos_token_ids = *eos;
   service_options.resident_weight_bytes = resident_bytes;
-  AttentionServiceImpl service(config, &scheduler, fanout->get(), service_options);
+  AttentionServiceImpl service(service_config, &scheduler, fanout->get(), service_options);
 
   rpc::ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
@@ -140,10 +211,10 @@ int Run() {
       rpc::ServerRunner::Start(server_options, {&service}, v1::AttentionService::service_full_name());
   if (!runner.ok()) return Fail(std::string(runner.status().message()));
   std::fprintf(stderr,
-               "attention-svc: serving %s (%lld layers, %.1f MB resident) with %d expert shard replica(s), "
+               "attention-svc: serving %s (%lld layers, %.1f MB resident on %s) with %d expert shard replica(s), "
                "weight set '%s', micro-batches %d, on port %d\n",
                config.model_type.c_str(), static_cast<long long>(config.num_hidden_layers),
-               static_cast<double>(resident_bytes) / 1e6, (*fanout)->num_replicas(),
+               static_cast<double>(resident_bytes) / 1e6, device->ToString().c_str(), (*fanout)->num_replicas(),
                (*fanout)->default_weight_set().name().c_str(), micro_batches, (*runner)->port());
   // Readiness follows the expert tier: NOT_SERVING while some shard group has no healthy
   // replica, so a router sends new work to other attention replicas meanwhile.

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# bench/gpu/make_bundle.sh: builds the GPU tests and benchmarks here (no GPU needed) and packs them
-# with the Debian .so files they need into .gpu-bundle (git-ignored via .git/info/exclude), the
-# folder run_on_device.sh runs from. OpenBLAS (35 MB) is swapped for Debian's reference BLAS
-# (0.4 MB, same cblas_sgemm): only the CPU reference of the tests uses it, on tiny shapes.
+# bench/gpu/make_bundle.sh: builds (here, no GPU needed) everything the GPU device call runs — the
+# GPU tests, the GPU benchmarks, the services (expert-svc, attention-svc, router-svc) with their
+# GPU test and benchmark, and the CPU services benchmark (fanout_bench) — and packs them with the
+# Debian .so files they need (OpenBLAS included: the CPU services benchmark measures it) into
+# .gpu-bundle/bundle.tar.xz (git-ignored via .git/info/exclude), which run_on_device.sh unpacks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build-cuda}
-targets="cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test gpu_expert_bench gpu_model_bench"
+BUILD=${BUILD:-build-cuda2}
+targets="cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test gpu_services_test
+         gpu_device_flag_test gpu_expert_bench gpu_model_bench gpu_services_bench fanout_bench expert-svc
+         attention-svc router-svc"
 cmake --build "$BUILD" -j2 --target $targets
-rm -rf .gpu-bundle
+staging=$(mktemp -d)
+trap 'rm -rf "$staging"' EXIT
 binaries=()
 for t in $targets; do
   if [[ -x $BUILD/tests/$t ]]; then binaries+=("$BUILD/tests/$t"); else binaries+=("$BUILD/bin/$t"); fi
 done
-../shared/tools/device-bundle .gpu-bundle "${binaries[@]}" >/dev/null
-strip --strip-debug .gpu-bundle/bin/*
-rm -f .gpu-bundle/lib/libopenblas.so.0 .gpu-bundle/lib/libgfortran.so.5 .gpu-bundle/lib/libquadmath.so.0
-cp -L /usr/lib/x86_64-linux-gnu/blas/libblas.so.3 .gpu-bundle/lib/libopenblas.so.0
-du -sh .gpu-bundle
+../shared/tools/device-bundle "$staging" "${binaries[@]}" >/dev/null
+strip --strip-debug "$staging"/bin/*
+rm -rf .gpu-bundle && mkdir -p .gpu-bundle
+tar -C "$staging" -cf - bin lib | xz -6 -T2 > .gpu-bundle/bundle.tar.xz
+du -sh .gpu-bundle/bundle.tar.xz

@@ -1,56 +1,78 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh: everything the GPU backend needs from one device call, in the repo
-# root there, with the binaries and their Debian .so files carried in .gpu-bundle (made by
-# bench/gpu/make_bundle.sh here). Order: GPU tests, expert/blend benchmark, HF-vs-engine
-# end-to-end, then compute-sanitizer (slowest, last). Every step has its own timeout; logs go to
-# $OUT (summary.txt, expert_bench.tsv, logs.tar.gz).
+# bench/gpu/run_on_device.sh [all|check]: the GPU backend's device call, in the repo root there,
+# from .gpu-bundle/bundle.tar.xz (made here by bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
+#   check: GPU tests, the GPU services test, the quick expert benchmark, memcheck of the kernels.
+#   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
+#          on the GPU (throughput), the CPU services benchmark on the machine's cores, sanitizers.
+# Every step has its own timeout; a summary goes to $OUT/summary.txt, tables to $OUT/*.md|tsv,
+# every log to $OUT/logs.tar.gz.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
+mode=${1:-all}
 mkdir -p "$OUT" /tmp/gpu-logs
 LOGS=/tmp/gpu-logs
-BUNDLE=$PWD/.gpu-bundle
+BUNDLE=/tmp/gpu-bundle
+rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
+tar -C "$BUNDLE" -xJf .gpu-bundle/bundle.tar.xz || { echo "no bundle"; exit 1; }
 export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export EXPERTMESH_SOURCE_DIR=$PWD PYTHONUNBUFFERED=1
+export EXPERTMESH_SOURCE_DIR=$PWD EXPERTMESH_BINARY_DIR=$BUNDLE PYTHONUNBUFFERED=1
+export GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=100
 SUMMARY=$OUT/summary.txt
-only=${1:-all}
+START=$(date +%s)
 log() { echo "$*" | tee -a "$SUMMARY"; }
 step() {  # step NAME TIMEOUT_S COMMAND...
   local name=$1 limit=$2; shift 2
   local t0=$(date +%s)
-  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
-  log "=== $name: rc=$rc in $(( $(date +%s) - t0 ))s"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[gpu-|FAILED  \]|Failure|ERROR SUMMARY|========= (Invalid|Race|Error)|FATAL" \
+  log "=== $name: rc=$rc in $(( $(date +%s) - t0 ))s (at $(( $(date +%s) - START ))s)"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[gpu-|FAILED  \]|Failure|Expected|Which is|ERROR SUMMARY|========= (Invalid|Race|Error|Program)|FATAL|^bench: .*(tok/s|FAILED)" \
     "$LOGS/$name.log" | head -40 | tee -a "$SUMMARY"
   tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null
 }
-log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader)"
+log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader); $(nproc) cores"
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+B=$BUNDLE/bin
 
-if [[ $only == all || $only == tests ]]; then
-  for t in cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test; do
-    step "$t" 90 "$BUNDLE/bin/$t" --gtest_color=no
-  done
+for t in cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test gpu_device_flag_test; do
+  step "$t" 120 "$B/$t" --gtest_color=no
+done
+step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
+
+if [[ $mode == check ]]; then
+  step expert_bench_quick 60 "$B/gpu_expert_bench" --quick --tsv "$OUT/expert_bench_quick.tsv"
+  grep -E "^experts" "$LOGS/expert_bench_quick.log" | grep -E "tokens (1|4|16) " | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
+  if [[ -n $SANITIZER ]]; then
+    step memcheck_ops 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*
+    step memcheck_experts 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+      --gtest_filter=*Compact*:*Errors*:*DeviceBatch*
+  fi
+  log "done (check) in $(( $(date +%s) - START ))s"
+  exit 0
 fi
-if [[ $only == all || $only == bench ]]; then
-  step expert_bench 150 "$BUNDLE/bin/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
-  grep -E "ceiling|blend|experts" "$LOGS/expert_bench.log" | tee -a "$SUMMARY" >/dev/null
-  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
-  grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
-  step model_bench 120 "$BUNDLE/bin/gpu_model_bench" /tmp/v2lite-4layers
-  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
-  grep -E "^loaded|^loading" "$LOGS/model_bench.log" | tail -3 | tee -a "$SUMMARY" >/dev/null
-fi
-if [[ $only == all || $only == sanitizer ]] && [[ -n $SANITIZER ]]; then
-  step memcheck_experts 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
+
+step expert_bench 150 "$B/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
+grep -E "ceiling|blend|experts" "$LOGS/expert_bench.log" | tee -a "$SUMMARY" >/dev/null
+step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
+step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
+grep -E "^loaded" "$LOGS/model_bench.log" | tail -1 | tee -a "$SUMMARY" >/dev/null
+# Services: the GPU throughput first (it writes the random V2-Lite-width checkpoint that the CPU
+# services benchmark reuses), then the CPU services benchmark alone on the machine's cores.
+step gpu_services_bench 150 "$B/gpu_services_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
+  --markdown="$OUT/gpu_services_bench.md"
+cat "$OUT/gpu_services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
+step services_bench_cpu 240 "$B/fanout_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
+  --markdown="$OUT/services_bench.md" ${SERVICES_BENCH_ARGS:-}
+if [[ -n $SANITIZER ]]; then
+  step memcheck_ops 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
+  step memcheck_experts 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
     --gtest_filter=-*ManySlots*
-  step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test"
-  step racecheck_model 60 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/gpu_model_test" \
-    --gtest_filter=*V3*
-  step racecheck_experts 60 "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUNDLE/bin/cuda_experts_test" \
-    --gtest_filter=*Fp8*:*Float32*
-  step memcheck_blend 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/cuda_blend_test"
-  step memcheck_fixture 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUNDLE/bin/gpu_fixture_test" \
-    --gtest_filter=*v3_tiny*:*v2_lite*
+  step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
+  step racecheck_ops 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*
+  step racecheck_experts 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
+    --gtest_filter=*Compact*
+  step memcheck_blend 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_blend_test"
 fi
-log "done"
+log "done in $(( $(date +%s) - START ))s"

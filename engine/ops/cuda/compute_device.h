@@ -4,7 +4,7 @@
 #pragma once
 
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -24,12 +24,12 @@ struct ComputeDevice {
   std::string ToString() const { return is_cuda ? absl::StrCat("cuda:", index) : "cpu"; }
 };
 
-inline absl::StatusOr<ComputeDevice> ParseComputeDevice(std::string_view text) {
+inline absl::StatusOr<ComputeDevice> ParseComputeDevice(absl::string_view text) {
   ComputeDevice device;
   if (text == "cpu") return device;
   device.is_cuda = true;
   if (text == "cuda") return device;
-  constexpr std::string_view kPrefix = "cuda:";
+  const absl::string_view kPrefix = "cuda:";
   int index = -1;
   if (text.substr(0, kPrefix.size()) != kPrefix || !absl::SimpleAtoi(text.substr(kPrefix.size()), &index) ||
       index < 0) {

@@ -57,6 +57,17 @@ int CurrentDevice() {
   return device;
 }
 
+absl::Status DeviceMemoryInUse(int index, uint64_t* used_bytes, uint64_t* total_bytes) {
+  if (absl::Status status = UseDevice(index); !status.ok()) return status;
+  size_t free_bytes = 0, total = 0;
+  if (absl::Status status = FromCuda(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo"); !status.ok()) {
+    return status;
+  }
+  *used_bytes = total - free_bytes;
+  *total_bytes = total;
+  return absl::OkStatus();
+}
+
 absl::Status Synchronize() { return FromCuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {

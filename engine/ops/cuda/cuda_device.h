@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -22,6 +23,8 @@ absl::StatusOr<std::string> DescribeDevice(int index);
 absl::Status UseDevice(int index);
 // The calling thread's current device (0 when none was chosen).
 int CurrentDevice();
+// Bytes of device `index` in use (by every process) and its total memory (cudaMemGetInfo).
+absl::Status DeviceMemoryInUse(int index, uint64_t* used_bytes, uint64_t* total_bytes);
 // Waits for all work on the current device; maps a failure to INTERNAL.
 absl::Status Synchronize();
 

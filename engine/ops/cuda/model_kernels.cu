@@ -107,7 +107,9 @@ __global__ void MlaPrepareKernel(float* q, const float* kv, const float* kv_norm
 }
 
 constexpr int kAttentionWarps = 8;
-constexpr int kHeadsPerWarp = 2;
+// Heads per warp: 2 normally (the staged cache rows serve both); 1 when the grid would have
+// fewer blocks than half the SMs (batch-1 decode), doubling the blocks that share the work.
+constexpr int kMaxHeadsPerWarp = 2;
 constexpr int kChunkPositions = 16;
 constexpr int kMaxRank = 512;
 constexpr int kMaxRope = 64;
@@ -115,6 +117,7 @@ constexpr int kRankPerLane = kMaxRank / 32;
 constexpr int kRopePerLane = kMaxRope / 32;
 constexpr int kChunkRow = kMaxRank + kMaxRope;
 
+template <int kHeadsPerWarp>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
 MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q, float scale, MlaDims dims,
                    PagedCacheView cache, float* __restrict__ context) {
@@ -471,9 +474,23 @@ absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale,
     return absl::InvalidArgumentError("LaunchMlaAttention: kv_lora_rank <= 512 and rope dim <= 64, multiples of 4");
   }
   if (tokens <= 0) return absl::OkStatus();
-  const int64_t heads_per_block = kAttentionWarps * kHeadsPerWarp;
-  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((dims.heads + heads_per_block - 1) / heads_per_block));
-  MlaAttentionKernel<<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims, cache, context);
+  static const int sm_count = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0) {
+      return 132;
+    }
+    return count;
+  }();
+  const int64_t wide_blocks = (dims.heads + kAttentionWarps * kMaxHeadsPerWarp - 1) / (kAttentionWarps * kMaxHeadsPerWarp);
+  if (tokens * wide_blocks * 2 < sm_count) {
+    const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((dims.heads + kAttentionWarps - 1) / kAttentionWarps));
+    MlaAttentionKernel<1><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims, cache, context);
+  } else {
+    const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(wide_blocks));
+    MlaAttentionKernel<kMaxHeadsPerWarp><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims,
+                                                                                              cache, context);
+  }
   return LastLaunchStatus("MlaAttentionKernel");
 }
 

@@ -2,6 +2,7 @@
 #include "expert-svc/expert_shard.h"
 
 #include <cmath>
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -85,23 +86,30 @@ HostedExperts ShardRangeForModel(const ModelConfig& config, int shard_index, int
   return hosted;
 }
 
+ExpertShard::ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted, WeightSetStore* store)
+    : shard_name_(std::move(shard_name)), info_(std::move(info)), hosted_(std::move(hosted)), store_(store) {}
+
 ExpertShard::ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted,
                          std::unique_ptr<RoutedExperts> experts)
-    : shard_name_(std::move(shard_name)),
-      info_(std::move(info)),
-      hosted_(std::move(hosted)),
-      experts_(std::move(experts)) {}
+    : shard_name_(std::move(shard_name)), info_(std::move(info)), hosted_(std::move(hosted)) {
+  WeightSetStoreOptions options;
+  options.shard_name = shard_name_;
+  options.model.hidden_size = info_.hidden_size;
+  options.model.n_routed_experts = info_.num_routed_experts;
+  options.hosted = hosted_;
+  owned_store_ = std::make_unique<WeightSetStore>(std::move(options), MakeCpuExpertBackend());
+  store_ = owned_store_.get();
+  const absl::Status installed = store_->InstallPrebuilt(info_.weight_set_name, info_.weight_set_version,
+                                                         std::move(experts), info_.resident_weight_bytes);
+  if (!installed.ok()) std::fprintf(stderr, "expert shard %s: %s\n", shard_name_.c_str(), installed.ToString().c_str());
+}
 
 absl::Status ExpertShard::Validate(const v1::ExpertRequest& request) const {
-  if (!request.weight_set().empty() && request.weight_set() != info_.weight_set_name) {
-    return absl::NotFoundError(absl::StrCat("weight set '", request.weight_set(), "' is not resident on shard ",
-                                            shard_name_, " (resident: '", info_.weight_set_name, "')"));
-  }
-  if (request.weight_set_version() != 0 && request.weight_set_version() != info_.weight_set_version) {
-    return absl::FailedPreconditionError(absl::StrCat("weight set '", info_.weight_set_name, "' is at version ",
-                                                      info_.weight_set_version, ", the request pinned version ",
-                                                      request.weight_set_version()));
-  }
+  EXPERTMESH_RETURN_IF_ERROR(store_->Acquire(request.weight_set(), request.weight_set_version()).status());
+  return ValidateShape(request);
+}
+
+absl::Status ExpertShard::ValidateShape(const v1::ExpertRequest& request) const {
   const auto layer = hosted_.find(request.layer());
   if (layer == hosted_.end()) {
     return absl::InvalidArgumentError(
@@ -150,7 +158,10 @@ absl::Status ExpertShard::Validate(const v1::ExpertRequest& request) const {
 
 absl::Status ExpertShard::Handle(const v1::ExpertRequest& request, v1::ExpertReply* reply) const {
   reply->set_request_id(request.request_id());
-  EXPERTMESH_RETURN_IF_ERROR(Validate(request));
+  // The set stays resident (and is not freed by a drop) until the guard goes away.
+  EXPERTMESH_ASSIGN_OR_RETURN(WeightSet::UseGuard weight_set,
+                              store_->Acquire(request.weight_set(), request.weight_set_version()));
+  EXPERTMESH_RETURN_IF_ERROR(ValidateShape(request));
   const int64_t num_tokens = request.num_tokens();
   const int64_t hidden = request.hidden_size();
   std::vector<float> activations;
@@ -165,10 +176,10 @@ absl::Status ExpertShard::Handle(const v1::ExpertRequest& request, v1::ExpertRep
   batch.activations = activations;
   batch.expert_ids = std::span<const int32_t>(request.expert_ids().data(), request.expert_ids_size());
   batch.gate_weights = std::span<const float>(request.gate_weights().data(), request.gate_weights_size());
-  EXPERTMESH_RETURN_IF_ERROR(experts_->Compute(batch, output));
+  EXPERTMESH_RETURN_IF_ERROR(weight_set->experts().Compute(batch, output));
   reply->set_dtype(request.dtype());
-  reply->set_weight_set(info_.weight_set_name);
-  reply->set_weight_set_version(info_.weight_set_version);
+  reply->set_weight_set(weight_set->name());
+  reply->set_weight_set_version(weight_set->version());
   return rpc::EncodeTensor(output, request.dtype(), reply->mutable_outputs());
 }
 
@@ -180,11 +191,16 @@ v1::ExpertShardDescription ExpertShard::Describe() const {
   description.set_num_routed_experts(info_.num_routed_experts);
   description.set_weight_dtype(info_.weight_dtype);
   description.set_backend(info_.backend);
-  description.set_resident_weight_bytes(info_.resident_weight_bytes);
-  v1::WeightSetInfo* weight_set = description.add_weight_sets();
-  weight_set->set_name(info_.weight_set_name);
-  weight_set->set_version(info_.weight_set_version);
-  weight_set->set_is_default(true);
+  const StoreSnapshot snapshot = store_->List();
+  description.set_resident_weight_bytes(snapshot.resident_bytes);
+  // The sets requests can name without pinning a version: READY ones.
+  for (const WeightSetStatus& status : snapshot.weight_sets) {
+    if (status.state != WeightSetState::kReady) continue;
+    v1::WeightSetInfo* weight_set = description.add_weight_sets();
+    weight_set->set_name(status.name);
+    weight_set->set_version(status.version);
+    weight_set->set_is_default(status.is_default);
+  }
   for (const auto& [layer, experts] : hosted_) {
     v1::LayerExperts* entry = description.add_layers();
     entry->set_layer(layer);

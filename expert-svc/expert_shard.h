@@ -1,8 +1,9 @@
 // ExpertShard: what one expert-svc process serves — for each MoE layer the routed experts it
 // hosts, and the RoutedExperts implementation that computes them. It validates every request
 // against the model's shape and its hosted set before any computation (INVALID_ARGUMENT with the
-// reason), and answers with one weighted-sum hidden vector per token. It serves one weight set
-// (the loaded checkpoint) under a name and version; hot-swappable blends come later.
+// reason), and answers with one weighted-sum hidden vector per token, computed by the weight set
+// the request names and pins (WeightSetStore: parents and live blends, hot-swappable; the reply
+// says which set and version computed it). The set stays in use for the whole computation.
 #pragma once
 
 #include <cstdint>
@@ -16,12 +17,11 @@
 #include "absl/status/statusor.h"
 #include "engine/format/model_config.h"
 #include "engine/model/routed_experts.h"
+#include "expert-svc/hosted_experts.h"
+#include "expert-svc/weight_set_store.h"
 #include "expertmesh/v1/expert_service.pb.h"
 
 namespace expertmesh::expert_service {
-
-// Which routed experts a shard hosts, per MoE layer.
-using HostedExperts = std::map<int64_t, std::set<int32_t>>;
 
 // Contiguous split of `num_experts` experts into `num_shards`: shard i hosts
 // [i * E / N, (i + 1) * E / N). Replicas of a shard host the same range.
@@ -44,12 +44,16 @@ struct ShardModelInfo {
   int64_t max_tokens_per_request = 65536;
   // Largest activation payload accepted per message (INVALID_ARGUMENT above it).
   uint64_t max_activation_bytes = 64ull << 20;
+  // The weight set of the single-set constructor.
   std::string weight_set_name = "base";
   uint64_t weight_set_version = 1;
 };
 
 class ExpertShard {
  public:
+  // Serves the weight sets of `store` (not owned, must outlive the shard).
+  ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted, WeightSetStore* store);
+  // Serves one fixed weight set (info.weight_set_name / version) computed by `experts`.
   ExpertShard(std::string shard_name, ShardModelInfo info, HostedExperts hosted,
               std::unique_ptr<RoutedExperts> experts);
 
@@ -64,12 +68,17 @@ class ExpertShard {
   const HostedExperts& hosted() const { return hosted_; }
   const ShardModelInfo& info() const { return info_; }
   const std::string& shard_name() const { return shard_name_; }
+  WeightSetStore& store() const { return *store_; }
 
  private:
+  // Everything Validate checks except the weight set.
+  absl::Status ValidateShape(const v1::ExpertRequest& request) const;
+
   std::string shard_name_;
   ShardModelInfo info_;
   HostedExperts hosted_;
-  std::unique_ptr<RoutedExperts> experts_;
+  std::unique_ptr<WeightSetStore> owned_store_;  // single-set constructor
+  WeightSetStore* store_;
 };
 
 }  // namespace expertmesh::expert_service

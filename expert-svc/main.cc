@@ -1,7 +1,9 @@
 // expert-svc: loads one shard's routed experts (and nothing else) from a checkpoint and serves
 // them over ExpertService with health and reflection; SIGTERM drains in-flight streams.
 //   expert-svc --model DIR --shard-index i --num-shards N [--shard-name NAME] [--listen ADDR]
-//              [--experts SPEC]
+//              [--experts SPEC] [--weight-budget-mb MB] [--admin-token-file FILE] [--recipes-dir DIR]
+// The checkpoint is the first weight set; ExpertAdminService (same port) loads more parents and
+// builds live blends.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,10 +21,15 @@
 #include "engine/metrics/moe_metrics.h"
 #include "engine/metrics/service_metrics.h"
 #include "engine/model/weight_loader.h"
+#include "engine/rpc/admin_token.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
+#include "expert-svc/expert_admin_service.h"
+#include "expert-svc/expert_backend.h"
 #include "expert-svc/expert_service.h"
 #include "expert-svc/expert_shard.h"
+#include "expert-svc/weight_set_builder.h"
+#include "expert-svc/weight_set_store.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(int, shard_index, -1, "this shard's index in [0, num_shards)");
@@ -35,6 +42,13 @@ ABSL_FLAG(std::string, weight_set, "", "name of the served weight set (default: 
 ABSL_FLAG(int, max_message_mb, 64, "largest activation payload per request, MiB");
 ABSL_FLAG(int, max_tokens_per_request, 65536, "largest num_tokens per request");
 ABSL_FLAG(int, drain_seconds, 10, "grace period for in-flight streams on SIGTERM");
+ABSL_FLAG(int64_t, weight_budget_mb, 0,
+          "memory for all weight sets (MB, shared tensors counted once); a load or blend beyond it is "
+          "RESOURCE_EXHAUSTED; 0 = no limit");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the admin API's bearer token (a Kubernetes Secret mount); without it every admin call "
+          "is UNAUTHENTICATED");
+ABSL_FLAG(std::string, recipes_dir, "", "directory of blend recipe files that admin calls may name");
 
 namespace expertmesh::expert_service {
 namespace {
@@ -113,37 +127,47 @@ int Run() {
     std::fprintf(stderr, "expert-svc: %s\n", std::string(load_metrics.status().message()).c_str());
     return 1;
   }
-  const auto load_start = std::chrono::steady_clock::now();
 
   std::string shard_name = absl::GetFlag(FLAGS_shard_name);
   if (shard_name.empty()) shard_name = absl::StrCat("shard-", std::max(shard_index, 0));
 
-  // Only this shard's expert tensors are indexed and read.
-  LoadOptions load_options;
-  load_options.load_non_expert_weights = false;
-  load_options.load_routed_experts = true;
-  load_options.expert_filter = [&hosted](int64_t layer, int32_t expert) {
-    auto entry = hosted.find(layer);
-    return entry != hosted.end() && entry->second.contains(expert);
-  };
-  auto last_report = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-  load_options.progress = [&](const LoadProgress& progress) {
-    const auto now = std::chrono::steady_clock::now();
-    if (progress.tensors_loaded == progress.tensors_total || now - last_report > std::chrono::seconds(1)) {
-      last_report = now;
-      std::fprintf(stderr, "expert-svc %s: %s\n", shard_name.c_str(), progress.ToString().c_str());
-    }
-  };
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
-      Checkpoint::Open(model_dir, CheckpointNameFilter(load_options));
+  // The served checkpoint is the first parent weight set; more parents and blends come through the
+  // admin API. Only this shard's expert tensors are indexed and read.
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(model_dir, ShardTensorFilter(hosted));
   if (!checkpoint.ok()) {
     std::fprintf(stderr, "expert-svc: %s\n", std::string(checkpoint.status().message()).c_str());
     return 1;
   }
-  absl::StatusOr<LoadedWeights> loaded = LoadWeights(**checkpoint, load_options);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "expert-svc: %s\n", std::string(loaded.status().message()).c_str());
-    return 1;
+  WeightSetStoreOptions store_options;
+  store_options.shard_name = shard_name;
+  store_options.model = *config;
+  store_options.hosted = hosted;
+  store_options.budget_bytes = static_cast<uint64_t>(std::max<int64_t>(absl::GetFlag(FLAGS_weight_budget_mb), 0)) << 20;
+  store_options.recipes_dir = absl::GetFlag(FLAGS_recipes_dir);
+  store_options.log_progress = true;
+  WeightSetStore store(std::move(store_options), MakeCpuExpertBackend());
+  store.set_observer(WeightSetObserver{
+      .on_ready = [&](const std::string& name, uint64_t version, uint64_t bytes) {
+        blend_metrics.SetWeightSet(name, bytes, version);
+        metrics.resources().SetWeightResidentBytes("cpu", store.List().resident_bytes);
+      },
+      .on_gone = [&](const std::string& name) {
+        blend_metrics.ClearWeightSet(name);
+        metrics.resources().SetWeightResidentBytes("cpu", store.List().resident_bytes);
+      },
+      .on_build = [&](const std::string& name, bool success, double seconds) {
+        blend_metrics.RecordSwap(name, success, seconds);
+      },
+  });
+  std::unique_ptr<rpc::AdminTokenVerifier> admin_verifier = rpc::AdminTokenVerifier::Disabled("expert-svc");
+  if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
+    absl::StatusOr<std::unique_ptr<rpc::AdminTokenVerifier>> verifier =
+        rpc::AdminTokenVerifier::FromFile(token_file, absl::StrCat("expert-svc ", shard_name));
+    if (!verifier.ok()) {
+      std::fprintf(stderr, "expert-svc: --admin-token-file: %s\n", std::string(verifier.status().message()).c_str());
+      return 2;
+    }
+    admin_verifier = *std::move(verifier);
   }
 
   ShardModelInfo info;
@@ -151,8 +175,7 @@ int Run() {
   info.hidden_size = config->hidden_size;
   info.num_routed_experts = config->n_routed_experts;
   info.weight_dtype = WeightDtypeName(**checkpoint, hosted);
-  info.backend = "cpu";
-  info.resident_weight_bytes = loaded->routed_experts->ByteSize();
+  info.backend = store.backend_name();
   info.max_tokens_per_request = absl::GetFlag(FLAGS_max_tokens_per_request);
   info.max_activation_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_max_message_mb)) << 20;
   info.weight_set_name = absl::GetFlag(FLAGS_weight_set);
@@ -160,13 +183,20 @@ int Run() {
     info.weight_set_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
     if (info.weight_set_name.empty()) info.weight_set_name = std::filesystem::path(model_dir).parent_path().filename().string();
   }
-  checkpoint->reset();  // experts are resident as float32; the mapped files are no longer needed
-  const int64_t expert_count = loaded->routed_experts->num_experts();
-  metrics.resources().SetWeightResidentBytes("cpu", info.resident_weight_bytes);
-  blend_metrics.SetWeightSet(info.weight_set_name, info.resident_weight_bytes, info.weight_set_version);
-  blend_metrics.RecordSwap(info.weight_set_name, /*success=*/true,
-                           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
-  ExpertShard shard(shard_name, info, hosted, std::move(loaded->routed_experts));
+  checkpoint->reset();
+  // Experts are resident as float32 (metrics follow through the store's observer).
+  absl::StatusOr<WeightSetStatus> loaded =
+      store.LoadParent(info.weight_set_name, model_dir, info.weight_set_version, /*commit=*/true);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "expert-svc: %s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  (void)store.SetDefault(info.weight_set_name);
+  info.resident_weight_bytes = loaded->referenced_bytes;
+  int64_t expert_count = 0;
+  for (const auto& [layer, experts] : hosted) expert_count += static_cast<int64_t>(experts.size());
+  ExpertShard shard(shard_name, info, hosted, &store);
+  ExpertAdminServiceImpl admin(&store, admin_verifier.get());
   ExpertServiceImpl service(&shard);
   service.set_load_metrics(load_metrics->get());
 
@@ -183,7 +213,7 @@ int Run() {
     return metrics.InstallGrpcMetrics(builder, {v1::ExpertService::service_full_name()});
   };
   absl::StatusOr<std::unique_ptr<rpc::ServerRunner>> runner =
-      rpc::ServerRunner::Start(server_options, {&service}, v1::ExpertService::service_full_name());
+      rpc::ServerRunner::Start(server_options, {&service, &admin}, v1::ExpertService::service_full_name());
   if (!runner.ok()) {
     std::fprintf(stderr, "expert-svc: %s\n", std::string(runner.status().message()).c_str());
     return 1;

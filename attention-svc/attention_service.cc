@@ -71,9 +71,19 @@ absl::Status AttentionServiceImpl::Validate(const v1::SequenceRequest& request, 
                                                      " is outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
-  if (fanout_ != nullptr && !request.blend().empty() && request.blend() != fanout_->default_weight_set().name()) {
-    return absl::NotFoundError(absl::StrCat("blend '", request.blend(), "' is not served by the expert shards (they serve '",
-                                            fanout_->default_weight_set().name(), "')"));
+  if (request.blend_version() != 0 && request.blend().empty()) {
+    return absl::InvalidArgumentError("blend_version is set without a blend");
+  }
+  if (fanout_ != nullptr) {
+    // Pin the weight set for the sequence's whole life: the caller's version, or the one the
+    // shards serve now.
+    WeightSetRef pinned{request.blend(), request.blend_version()};
+    if (pinned.version == 0) {
+      EXPERTMESH_ASSIGN_OR_RETURN(pinned, fanout_->ResolveWeightSet(request.blend()));
+    }
+    params->blend = pinned.name;
+    params->blend_version = pinned.version;
+    params->experts = fanout_->Pinned(pinned.name, pinned.version);
   }
   params->prompt_ids.assign(request.prompt_ids().begin(), request.prompt_ids().end());
   params->max_tokens = request.max_tokens();
@@ -91,16 +101,26 @@ grpc::Status AttentionServiceImpl::Generate(grpc::ServerContext* context, const 
   SequenceParams params;
   if (absl::Status valid = Validate(*request, &params); !valid.ok()) return rpc::ToGrpcStatus(valid);
   params.deadline = SteadyDeadline(*context);
+  const std::string pinned_blend = params.blend;
+  const uint64_t pinned_version = params.blend_version;
   absl::StatusOr<std::shared_ptr<SequenceHandle>> handle = scheduler_->Submit(std::move(params));
   if (!handle.ok()) return rpc::ToGrpcStatus(handle.status());
 
   v1::Usage usage;
   usage.set_prompt_tokens(request->prompt_ids_size());
-  if (fanout_ != nullptr) {
-    usage.set_blend(fanout_->default_weight_set().name());
-    usage.set_blend_version(fanout_->default_weight_set().version());
-  }
+  usage.set_blend(pinned_blend);
+  usage.set_blend_version(pinned_version);
   bool stream_open = true;
+  if (fanout_ != nullptr) {
+    // First: which weight set serves every token (a caller that stops reading early keeps it).
+    v1::SequenceEvent event;
+    event.mutable_pinned()->set_blend(pinned_blend);
+    event.mutable_pinned()->set_blend_version(pinned_version);
+    if (!writer->Write(event)) {
+      stream_open = false;
+      (*handle)->Cancel();
+    }
+  }
   while (true) {
     SequenceUpdate update;
     if (!(*handle)->WaitNext(&update, Clock::now() + std::chrono::milliseconds(20))) {

@@ -1,6 +1,8 @@
 // AttentionServiceImpl: the gRPC face of the attention tier. Generate validates the request
-// against the model (prompt, lengths, sampling, stop ids, blend), hands it to the BatchScheduler
-// and streams one event per token (with logits when asked) and a final Usage; the client's
+// against the model (prompt, lengths, sampling, stop ids, blend), pins the sequence's weight set
+// (the request's blend and version, or the version the shards serve now) for its whole life, hands
+// it to the BatchScheduler and streams a first "pinned" event (blend, version), one event per token
+// (with logits when asked) and a final Usage; the client's
 // cancellation and deadline end the sequence. Describe reports the model, the expert shards and
 // the batch.
 #pragma once
@@ -37,7 +39,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
                         v1::AttentionDescription* response) override;
 
   // Checks a request against the model; INVALID_ARGUMENT (or NOT_FOUND for an unknown blend)
-  // with the reason. Fills `params` (without the deadline).
+  // with the reason. Fills `params` (without the deadline), including the pinned weight set.
   absl::Status Validate(const v1::SequenceRequest& request, SequenceParams* params) const;
 
  private:

@@ -160,6 +160,7 @@ absl::Status BatchScheduler::StepOnce(const std::vector<Sequence*>& batch) {
   std::vector<StepModelInput> inputs;
   StepOptions step_options;
   step_options.micro_batches = options_.micro_batches;
+  step_options.routed_experts = batch.empty() ? nullptr : batch.front()->params.experts.get();
   step_options.expert_deadline = Clock::now() + options_.step_timeout;
   for (Sequence* sequence : batch) {
     StepModelInput input;
@@ -199,6 +200,22 @@ absl::Status BatchScheduler::StepOnce(const std::vector<Sequence*>& batch) {
 }
 
 void BatchScheduler::RunStep(const std::vector<Sequence*>& batch) {
+  // Groups in order of first appearance, so the step order is stable.
+  std::vector<std::vector<Sequence*>> groups;
+  for (Sequence* sequence : batch) {
+    auto same = std::find_if(groups.begin(), groups.end(), [&](const std::vector<Sequence*>& group) {
+      return group.front()->params.experts == sequence->params.experts;
+    });
+    if (same == groups.end()) {
+      groups.push_back({sequence});
+    } else {
+      same->push_back(sequence);
+    }
+  }
+  for (const std::vector<Sequence*>& group : groups) RunGroupStep(group);
+}
+
+void BatchScheduler::RunGroupStep(const std::vector<Sequence*>& batch) {
   const absl::Status status = StepOnce(batch);
   if (status.ok()) return;
   if (status.code() == absl::StatusCode::kDeadlineExceeded) {

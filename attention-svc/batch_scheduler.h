@@ -4,8 +4,11 @@
 // the step it joins), so new prefills join the running batch and a sequence leaves as soon as it
 // is done, cancelled or past its deadline. Each sequence owns its latent KV cache and sampler.
 // A failed step is retried one sequence at a time, so an expert failure ends only the sequences
-// whose tokens needed the failing shard; the others continue. Results reach the RPC handler
-// through a SequenceHandle (a queue of updates), so a slow client never stalls the batch.
+// whose tokens needed the failing shard; the others continue. Sequences pinned to different weight
+// sets (blend, version) share the iteration but not a Step: each iteration runs one Step per
+// weight-set group, with that group's experts, and isolates failures within the group. Results
+// reach the RPC handler through a SequenceHandle (a queue of updates), so a slow client never
+// stalls the batch.
 #pragma once
 
 #include <chrono>
@@ -50,6 +53,11 @@ struct SequenceParams {
   std::vector<int32_t> stop_token_ids;  // including the model's end-of-sequence ids
   bool include_logits = false;
   Clock::time_point deadline = Clock::time_point::max();
+  // The sequence's pinned weight set (reported in its usage) and the experts that compute with it
+  // for its whole life; null experts = the model's own.
+  std::string blend;
+  uint64_t blend_version = 0;
+  std::shared_ptr<RoutedExperts> experts;
 };
 
 enum class FinishReason { kLength, kStop, kAborted };
@@ -110,8 +118,10 @@ class BatchScheduler {
   void Admit();
   // Ends cancelled and expired sequences; returns the ones that take part in the next step.
   std::vector<Sequence*> PrepareStep();
-  // Runs one step over `batch`; on failure isolates the failing sequences.
+  // Runs one step over `batch`: one Step per weight-set group (RunGroupStep).
   void RunStep(const std::vector<Sequence*>& batch);
+  // One Step over sequences sharing a weight set; on failure isolates the failing sequences.
+  void RunGroupStep(const std::vector<Sequence*>& group);
   absl::Status StepOnce(const std::vector<Sequence*>& batch);
   void Finish(Sequence& sequence, absl::Status status, FinishReason reason);
   void RemoveFinished();

@@ -119,6 +119,9 @@ absl::StatusOr<std::unique_ptr<ExpertFanout>> ExpertFanout::Create(const ModelCo
   }
   EXPERTMESH_RETURN_IF_ERROR(fanout->BuildPlacement(config));
   EXPERTMESH_RETURN_IF_ERROR(fanout->CheckWeightSets());
+  std::vector<v1::ExpertShardDescription> descriptions;
+  for (const auto& connection : fanout->connections_) descriptions.push_back(connection->description());
+  fanout->directory_ = std::make_unique<WeightSetDirectory>(addresses, descriptions);
   fanout->reconnector_ = std::thread([raw = fanout.get()] { raw->ReconnectLoop(); });
   return fanout;
 }
@@ -268,14 +271,54 @@ struct ExpertFanout::Call {
   std::chrono::steady_clock::time_point deadline;
   std::chrono::steady_clock::time_point started;
   std::vector<GroupCall> groups;  // ascending group index
+  WeightSetRef weight_set;  // sent with every request; "" / 0 = the shards' default
 };
+
+// The fan-out pinned to one weight set and version.
+class ExpertFanout::PinnedExperts final : public RoutedExperts {
+ public:
+  PinnedExperts(ExpertFanout* fanout, WeightSetRef weight_set) : fanout_(fanout), weight_set_(std::move(weight_set)) {}
+  absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override {
+    return ComputeAsync(batch, output).get();
+  }
+  std::future<absl::Status> ComputeAsync(const RoutedExpertBatch& batch, std::span<float> output) override {
+    return fanout_->ComputeAsyncFor(weight_set_, batch, output);
+  }
+
+ private:
+  ExpertFanout* fanout_;
+  const WeightSetRef weight_set_;
+};
+
+std::shared_ptr<RoutedExperts> ExpertFanout::Pinned(const std::string& name, uint64_t version) const {
+  std::lock_guard<std::mutex> lock(pinned_mutex_);
+  std::weak_ptr<RoutedExperts>& slot = pinned_[{name, version}];
+  std::shared_ptr<RoutedExperts> experts = slot.lock();
+  if (!experts) {
+    experts = std::make_shared<PinnedExperts>(const_cast<ExpertFanout*>(this), WeightSetRef{name, version});
+    slot = experts;
+  }
+  // Forget pins nobody holds any more.
+  std::erase_if(pinned_, [](const auto& item) { return item.second.expired(); });
+  return experts;
+}
+
+absl::StatusOr<WeightSetRef> ExpertFanout::ResolveWeightSet(const std::string& blend) const {
+  return directory_->Resolve(blend);
+}
 
 absl::Status ExpertFanout::Compute(const RoutedExpertBatch& batch, std::span<float> output) {
   return ComputeAsync(batch, output).get();
 }
 
 std::future<absl::Status> ExpertFanout::ComputeAsync(const RoutedExpertBatch& batch, std::span<float> output) {
+  return ComputeAsyncFor(WeightSetRef{}, batch, output);
+}
+
+std::future<absl::Status> ExpertFanout::ComputeAsyncFor(const WeightSetRef& weight_set, const RoutedExpertBatch& batch,
+                                                        std::span<float> output) {
   auto call = std::make_shared<Call>();
+  call->weight_set = weight_set;
   call->batch = batch;
   call->output = output;
   call->started = std::chrono::steady_clock::now();
@@ -359,6 +402,8 @@ absl::Status ExpertFanout::Start(Call& call) {
     group.request.set_hidden_size(static_cast<uint32_t>(hidden));
     group.request.set_slots_per_token(static_cast<uint32_t>(slots));
     group.request.set_dtype(options_.wire_dtype);
+    group.request.set_weight_set(call.weight_set.name);
+    group.request.set_weight_set_version(call.weight_set.version);
     EXPERTMESH_RETURN_IF_ERROR(rpc::EncodeTensor(token_rows, options_.wire_dtype, group.request.mutable_activations()));
     group.tried.assign(groups_[group_index]->replicas.size(), false);
     call.groups.push_back(std::move(group));
@@ -392,6 +437,13 @@ absl::Status ExpertFanout::Gather(Call& call) {
       }
     }
     if (!reply.ok()) return reply.status();
+    if (call.weight_set.version != 0 && (reply->weight_set() != call.weight_set.name ||
+                                         reply->weight_set_version() != call.weight_set.version)) {
+      return absl::InternalError(absl::StrCat("expert shard ", group.replica->address(), " computed layer ",
+                                              call.batch.layer, " with '", reply->weight_set(), "' v",
+                                              reply->weight_set_version(), " for a sequence pinned to '",
+                                              call.weight_set.name, "' v", call.weight_set.version));
+    }
     const int64_t count = static_cast<int64_t>(group.tokens.size());
     EXPERTMESH_RETURN_IF_ERROR(
         rpc::DecodeTensor(reply->outputs(), reply->dtype(), count * hidden, "expert reply", &reply_rows));

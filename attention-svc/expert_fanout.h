@@ -6,18 +6,24 @@
 // at once and gathers when waited on, so the caller can overlap the round trip with other work.
 // Replicas (shards hosting the same experts) are balanced round-robin; a replica that breaks
 // mid-call is failed over to the next healthy one. A reconnect thread re-dials broken replicas.
+// Weight sets: Pinned(name, version) is the same fan-out with every request naming that set and
+// version (a sequence keeps one for its whole life); a reply from any other set or version fails
+// the call (INTERNAL), so a sequence never mixes blends or versions across shards.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "attention-svc/shard_connection.h"
+#include "attention-svc/weight_set_directory.h"
 #include "engine/format/model_config.h"
 #include "engine/metrics/moe_metrics.h"
 #include "engine/model/routed_experts.h"
@@ -57,6 +63,12 @@ class ExpertFanout : public RoutedExperts {
   // The default weight set the shards reported at start-up (name, version).
   const v1::WeightSetInfo& default_weight_set() const { return default_weight_set_; }
 
+  // `blend` ("" = the default) at the version the shards serve now (WeightSetDirectory).
+  absl::StatusOr<WeightSetRef> ResolveWeightSet(const std::string& blend) const;
+  // Experts computing with weight set `name` at `version` (0 = whatever the shards resolve the
+  // name to per call, unpinned). Equal arguments give the same object while it is held.
+  std::shared_ptr<RoutedExperts> Pinned(const std::string& name, uint64_t version) const;
+
  private:
   // Replicas that host the same experts.
   struct ShardGroup {
@@ -67,11 +79,14 @@ class ExpertFanout : public RoutedExperts {
   // One ComputeAsync in progress (shared with the deferred gather).
   struct Call;
   struct GroupCall;
+  class PinnedExperts;
 
   ExpertFanout() = default;
   absl::Status BuildPlacement(const ModelConfig& config);
   absl::Status CheckWeightSets();
   void ReconnectLoop();
+  std::future<absl::Status> ComputeAsyncFor(const WeightSetRef& weight_set, const RoutedExpertBatch& batch,
+                                            std::span<float> output);
   absl::Status Start(Call& call);
   absl::Status Gather(Call& call);
   // Sends the group's request to its next untried healthy replica; false if none is left.
@@ -84,6 +99,9 @@ class ExpertFanout : public RoutedExperts {
   // group_of_expert_[layer][expert] -> index into groups_ (-1 for non-MoE layers).
   std::vector<std::vector<int>> group_of_expert_;
   v1::WeightSetInfo default_weight_set_;
+  std::unique_ptr<WeightSetDirectory> directory_;
+  mutable std::mutex pinned_mutex_;
+  mutable std::map<std::pair<std::string, uint64_t>, std::weak_ptr<RoutedExperts>> pinned_;
   std::atomic<bool> stopping_{false};
   std::thread reconnector_;
 };

@@ -234,7 +234,9 @@ absl::Status DeepseekModel::BeginLayer(int64_t layer, MicroBatch& batch, const S
   routed.gate_weights = batch.routing.weights;
   routed.deadline = step_options.expert_deadline;
   batch.moe_layer = layer;
-  batch.routed = routed_experts_->ComputeAsync(routed, batch.routed_output);
+  RoutedExperts* routed_experts =
+      step_options.routed_experts != nullptr ? step_options.routed_experts : routed_experts_;
+  batch.routed = routed_experts->ComputeAsync(routed, batch.routed_output);
   // The shared experts run while the routed ones are computed elsewhere.
   batch.has_shared_output = w.shared_experts.has_value();
   if (batch.has_shared_output) {

@@ -55,6 +55,9 @@ struct StepOptions {
   std::chrono::steady_clock::time_point expert_deadline = std::chrono::steady_clock::time_point::max();
   // 0: ModelOptions::micro_batches; else 1 or 2 for this step.
   int64_t micro_batches = 0;
+  // Non-null: this step's routed experts instead of the model's (e.g. the attention tier's
+  // fan-out pinned to the weight set of the step's sequences). Not owned.
+  RoutedExperts* routed_experts = nullptr;
 };
 
 class DeepseekModel {

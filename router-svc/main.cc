@@ -1,7 +1,9 @@
 // router-svc: the public front door. Loads the tokenizer, connects to the attention replicas and
 // serves RouterService.Generate with health (overall = alive; "expertmesh.v1.RouterService" =
-// ready, i.e. some attention replica is healthy), reflection and a SIGTERM drain.
+// ready, i.e. some attention replica is healthy), reflection and a SIGTERM drain; on the same port
+// RouterAdminService (live blends, A/B split; bearer token from --admin-token-file).
 //   router-svc --tokenizer models/tokenizer.json --attention 127.0.0.1:50061 --listen 0.0.0.0:50051
+//              [--admin-token-file FILE] [--recipes-dir DIR] [--expert-shards ADDRS]
 #include <stdlib.h>
 
 #include <atomic>
@@ -22,6 +24,7 @@
 #include "engine/rpc/server_runner.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "router-svc/attention_pool.h"
+#include "router-svc/blend_admin.h"
 #include "router-svc/blend_selector.h"
 #include "router-svc/replica_addresses.h"
 #include "router-svc/router_service.h"
@@ -36,6 +39,13 @@ ABSL_FLAG(uint32_t, max_prompt_tokens, 0, "longest prompt in tokens; 0 = the mod
 ABSL_FLAG(int, startup_wait_seconds, 30, "how long to wait at start for a healthy attention replica");
 ABSL_FLAG(int, drain_grace_seconds, 20, "on SIGTERM, how long running requests may take to finish");
 ABSL_FLAG(bool, log_requests, true, "log one line per finished request");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the admin API's bearer token (a Kubernetes Secret mount), also sent to the expert shards; "
+          "without it every admin call is UNAUTHENTICATED");
+ABSL_FLAG(std::string, recipes_dir, "", "directory of blend recipe files that CreateBlend may name");
+ABSL_FLAG(std::string, expert_shards, "",
+          "expert shards for the admin API (host:port,... | dns:NAME:PORT | @FILE); default: the shards the "
+          "attention replicas report");
 
 namespace expertmesh::router_service {
 namespace {
@@ -89,8 +99,18 @@ int Run() {
   options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.log_requests = absl::GetFlag(FLAGS_log_requests);
   options.metrics = &serving_metrics;
-  PassThroughBlendSelector blends;
-  RouterServiceImpl service(**tokenizer, *pool, blends, options);
+  // Live blends: the catalog picks each request's weight set (explicit, A/B split, default) and the
+  // admin API drives the expert shards.
+  BlendAdminOptions blend_options;
+  blend_options.admin_token_file = absl::GetFlag(FLAGS_admin_token_file);
+  blend_options.recipes_dir = absl::GetFlag(FLAGS_recipes_dir);
+  blend_options.expert_shards = absl::GetFlag(FLAGS_expert_shards);
+  auto blend_admin = BlendAdmin::Create(blend_options, pool.get());
+  if (!blend_admin.ok()) {
+    std::cerr << "error: " << blend_admin.status() << "\n";
+    return 2;
+  }
+  RouterServiceImpl service(**tokenizer, *pool, (*blend_admin)->selector(), options);
 
   rpc::ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
@@ -98,7 +118,7 @@ int Run() {
   server_options.configure_builder = [&metrics](grpc::ServerBuilder& builder) {
     return metrics.InstallGrpcMetrics(builder, {kServiceName});
   };
-  auto runner = rpc::ServerRunner::Start(server_options, {&service}, kServiceName);
+  auto runner = rpc::ServerRunner::Start(server_options, {&service, (*blend_admin)->service()}, kServiceName);
   if (!runner.ok()) {
     std::cerr << "error: " << runner.status() << "\n";
     return 1;

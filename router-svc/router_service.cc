@@ -56,8 +56,10 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
   if (!model.ok()) return rpc::ToGrpcStatus(model.status());
   auto validated = ValidateRequest(*request, options_.limits, *model, tokenizer_);
   if (!validated.ok()) return rpc::ToGrpcStatus(validated.status());
-  auto blend = blends_.Select(*request);
-  if (!blend.ok()) return rpc::ToGrpcStatus(blend.status());
+  // The choice pins its weight-set version until the request ends.
+  absl::StatusOr<BlendChoice> choice = blends_.Select(*request);
+  if (!choice.ok()) return rpc::ToGrpcStatus(choice.status());
+  const std::string& blend = choice->blend;
 
   AdmissionQueue::Ticket ticket;
   absl::Status admitted =
@@ -65,16 +67,16 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
   if (!admitted.ok()) return rpc::ToGrpcStatus(admitted);
 
   std::optional<metrics::ServingMetrics::RunningRequest> running;
-  if (options_.metrics) running.emplace(options_.metrics->TrackRunning(*blend));
+  if (options_.metrics) running.emplace(options_.metrics->TrackRunning(blend));
   std::string log_line;
   RunOutcome outcome;
-  const absl::Status status = Run(context, *validated, *blend, arrival, writer, &log_line, &outcome);
+  const absl::Status status = Run(context, *validated, *choice, arrival, writer, &log_line, &outcome);
   if (options_.metrics) {
     metrics::FinishedRequest finished;
     // A name the expert tier does not know must not take one of the bounded blend labels.
     const bool unknown_blend = outcome.completion_tokens == 0 && (status.code() == absl::StatusCode::kNotFound ||
                                                                   status.code() == absl::StatusCode::kInvalidArgument);
-    finished.blend = unknown_blend ? metrics::kOtherLabelValue : std::string_view(*blend);
+    finished.blend = unknown_blend ? metrics::kOtherLabelValue : std::string_view(blend);
     finished.finish = FinishForMetrics(outcome, status);
     finished.prompt_tokens = static_cast<uint32_t>(validated->prompt_ids.size());
     finished.generated_tokens = outcome.completion_tokens;
@@ -90,14 +92,15 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
 }
 
 absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const ValidatedRequest& request,
-                                    const std::string& blend, SteadyClock::time_point arrival,
+                                    const BlendChoice& choice, SteadyClock::time_point arrival,
                                     grpc::ServerWriter<v1::GenerateResponse>* writer, std::string* log_line,
                                     RunOutcome* outcome) {
   v1::SequenceRequest sequence;
   sequence.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
   sequence.set_max_tokens(request.max_tokens);
   *sequence.mutable_sampling() = request.sampling;
-  sequence.set_blend(blend);
+  sequence.set_blend(choice.blend);
+  sequence.set_blend_version(choice.version);
 
   DeltaBuilder builder(tokenizer_, request.stop);
   std::set<int> failed_replicas;
@@ -106,6 +109,8 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
   uint32_t completion_tokens = 0;
   v1::Usage upstream_usage;
   bool have_upstream_usage = false;
+  v1::SequencePinned pinned;  // the weight set attention-svc pinned (its first event)
+  bool have_pinned = false;
   bool client_gone = false;
   grpc::Status upstream_status;
   std::string replica_address;
@@ -139,6 +144,9 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
       } else if (event.has_usage()) {
         upstream_usage = event.usage();
         have_upstream_usage = true;
+      } else if (event.has_pinned()) {
+        pinned = event.pinned();
+        have_pinned = true;
       }
     }
     upstream_status = reader->Finish();
@@ -165,10 +173,18 @@ absl::Status RouterServiceImpl::Run(grpc::ServerContext* context, const Validate
   usage.set_prompt_tokens(static_cast<uint32_t>(request.prompt_ids.size()));
   usage.set_completion_tokens(completion_tokens);
   usage.set_time_to_first_token_seconds(time_to_first_token);
-  // attention-svc reports the serving blend and version only in its final event; a sequence the
-  // router cancelled (stop string) has none, so it reports the requested blend with version 0.
-  usage.set_blend(have_upstream_usage ? upstream_usage.blend() : blend);
-  usage.set_blend_version(have_upstream_usage ? upstream_usage.blend_version() : 0);
+  // attention-svc names the pinned blend and version in its first event (and again in its usage),
+  // so a sequence the router cancelled (stop string) reports them too.
+  if (have_upstream_usage) {
+    usage.set_blend(upstream_usage.blend());
+    usage.set_blend_version(upstream_usage.blend_version());
+  } else if (have_pinned) {
+    usage.set_blend(pinned.blend());
+    usage.set_blend_version(pinned.blend_version());
+  } else {
+    usage.set_blend(choice.blend);
+    usage.set_blend_version(choice.version);
+  }
   const absl::Status upstream = rpc::FromGrpcStatus(upstream_status);
   if (builder.stopped()) {
     usage.set_finish_reason(v1::FINISH_REASON_STOP);

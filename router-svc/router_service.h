@@ -57,7 +57,7 @@ class RouterServiceImpl final : public v1::RouterService::Service {
 
  private:
   // Runs the admitted request; writes deltas and usage; returns the RPC's final status.
-  absl::Status Run(grpc::ServerContext* context, const ValidatedRequest& request, const std::string& blend,
+  absl::Status Run(grpc::ServerContext* context, const ValidatedRequest& request, const BlendChoice& choice,
                    std::chrono::steady_clock::time_point arrival, grpc::ServerWriter<v1::GenerateResponse>* writer,
                    std::string* log_line, RunOutcome* outcome);
 

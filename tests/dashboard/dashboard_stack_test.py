@@ -3,19 +3,24 @@
 
 Starts 2 expert-svc shards, attention-svc and router-svc on loopback (models/prose), each with
 --metrics-listen; a real Prometheus (Debian `prometheus`, 1 s scrapes, prometheus_harness.py)
-scrapes all four; expertmesh-loadtest drives two closed-loop runs at once (one naming no blend,
-one naming `prose`) plus requests for an unknown blend (errors). While the load runs, EVERY query
+scrapes all four. With the blends admin API (router-svc/admin_main.cc in the source), the parent
+`code` is loaded on the shards, the blend `mix` = 0.5 prose + 0.5 code built and the A/B split set
+to prose=1 mix=1 through expertmesh-admin, and during the load `mix` is rebuilt (0.7/0.3, version 2:
+a live swap; a name's first build is invisible to rate(), its series starting at 1). expertmesh-loadtest drives two closed-loop runs at once
+(one naming no blend; one with A/B keys, or naming `prose` without the admin API) plus requests
+for an unknown blend (errors). While the load runs, EVERY query
 of every panel of deploy/grafana/expertmesh-dashboard.json is evaluated through Prometheus's HTTP
 API and must return data. Afterwards the services' own /metrics are checked against what the
 load tester saw: requests and tokens per blend at the router, sequences per step phase at the
-attention tier, and the expert shards' per-expert token-slots against the independent count
-(MoE layers x top-k x tokens that went through the model).
+attention tier, the expert shards' per-expert token-slots against the independent count
+(MoE layers x top-k x tokens that went through the model), and the blend gauges and swaps.
 """
 import argparse
 import json
 import math
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,16 +32,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import prometheus_harness  # noqa: E402
 
-# Queries that cannot return data yet, by a metric they use, with the reason. The test fails when
-# one of them does return data (then delete the entry), so this list cannot go stale.
-PENDING = {
-    "expertmesh_ab_split_weight": "router-svc has no A/B split yet (it comes with the blends admin API)",
+# Without the blends admin API: queries that cannot return data, by a metric they use, with the
+# reason (the test fails when one does return data: the list cannot go stale), and queries
+# allowed to answer only NaN (series exist, nothing happened in the rate window). With the admin
+# API both are empty: every query must return values.
+PENDING_WITHOUT_BLENDS = {
+    "expertmesh_ab_split_weight": "router-svc has no A/B split without the blends admin API",
 }
-# Queries allowed to answer only NaN (series exist, but nothing happened in the rate window).
-NAN_ALLOWED = {
+NAN_ALLOWED_WITHOUT_BLENDS = {
     "expertmesh_blend_swap_duration_seconds_bucket":
         "no weight-set swap in the window: the only load of a weight set is at start-up",
 }
+PENDING, NAN_ALLOWED = {}, {}
 
 
 def fail(message):
@@ -125,19 +132,29 @@ def read_csv(path):
     return [dict(zip(header, line.split(","))) for line in lines[1:] if line]
 
 
-def check_consistency(stack, model, runs, unknown_blend_requests):
+def check_consistency(stack, model, runs, unknown_blend_requests, blends):
     """The services' own counters against what the load tester saw."""
     problems = []
     router = scrape(stack.service("router").metrics_address)
     attention = scrape(stack.service("attention").metrics_address)
     experts = [scrape(svc.metrics_address) for svc in stack.services if svc.job == "expert"]
     all_requests = []
-    for blend_label, csv_path in runs:
+    by_label = {}
+    for run_label, csv_path in runs:
         requests = read_csv(csv_path)
         all_requests += requests
         ok = [r for r in requests if r["code"] == "OK"]
         if len(ok) != len(requests) or not requests:
-            problems.append(f"load run '{blend_label}': {len(requests) - len(ok)} of {len(requests)} requests failed")
+            problems.append(f"load run '{run_label}': {len(requests) - len(ok)} of {len(requests)} requests failed")
+        for request in requests:
+            # The router labels a request with the blend it chose: with the blends admin API that is
+            # always a weight set (explicit, the split's choice or the catalog's default), the one the
+            # usage event reports; without it "default" when the request named none.
+            label = "default" if run_label == "default" and not blends else request["blend"]
+            by_label.setdefault(label, []).append(request)
+    if blends and not {"prose", "mix"} <= set(by_label):
+        problems.append(f"the A/B split did not send requests to both prose and mix: {sorted(by_label)}")
+    for blend_label, requests in sorted(by_label.items()):
         for what, metric, expected in [
                 ("requests", "expertmesh_requests_total", len(requests)),
                 ("generated tokens", "expertmesh_generation_tokens_total", sum(int(r["generated_tokens"]) for r in requests)),
@@ -146,10 +163,14 @@ def check_consistency(stack, model, runs, unknown_blend_requests):
             print(f"     router {what} (blend={blend_label}): {counted:.0f}, load tester: {expected}")
             if counted != expected:
                 problems.append(f"router {metric}{{blend={blend_label}}} = {counted}, the load tester saw {expected}")
+    # Without the admin API an unknown blend fails at the expert tier (a request that ran, counted
+    # as an error under "other"); with it the router's catalog refuses it before admission (only
+    # the gRPC metrics count it).
     errors = total(router, "expertmesh_requests_total", blend="other", finish_reason="error")
-    print(f"     router errors (unknown blend): {errors:.0f}, sent: {unknown_blend_requests}")
-    if errors != unknown_blend_requests:
-        problems.append(f"router counted {errors} unknown-blend errors, {unknown_blend_requests} were sent")
+    expected_errors = 0 if blends else unknown_blend_requests
+    print(f"     router requests ended in error (unknown blend): {errors:.0f}, expected {expected_errors}")
+    if errors != expected_errors:
+        problems.append(f"router counted {errors} unknown-blend errors, expected {expected_errors}")
     not_found = total(router, "grpc_server_handled_total", grpc_method="Generate", grpc_code="NotFound")
     if not_found != unknown_blend_requests:
         problems.append(f"grpc_server_handled_total{{grpc_code=NotFound}} = {not_found}, expected {unknown_blend_requests}")
@@ -163,6 +184,21 @@ def check_consistency(stack, model, runs, unknown_blend_requests):
           f"in decode steps: {decode_sequences:.0f} (expected {expected_decode})")
     if prefill_sequences != len(all_requests) or decode_sequences != expected_decode:
         problems.append("attention step batch sizes do not match the requests served")
+    if blends:
+        split = {blend: total(router, "expertmesh_ab_split_weight", blend=blend) for blend in ("prose", "mix")}
+        print(f"     router A/B split weights: {split}")
+        if split != {"prose": 0.5, "mix": 0.5}:
+            problems.append(f"expertmesh_ab_split_weight is {split}, the split set is prose=1 mix=1")
+        for index, shard in enumerate(experts):
+            swaps = {blend: total(shard, "expertmesh_blend_swaps_total", blend=blend, result="success")
+                     for blend in ("prose", "code", "mix")}
+            versions = {blend: total(shard, "expertmesh_blend_version", blend=blend) for blend in ("prose", "code", "mix")}
+            memory = {blend: total(shard, "expertmesh_blend_weight_bytes", blend=blend) for blend in ("prose", "code", "mix")}
+            print(f"     expert shard {index}: successful builds {swaps}, versions {versions}, weight-set bytes {memory}")
+            if swaps != {"prose": 1, "code": 1, "mix": 2} or versions != {"prose": 1, "code": 1, "mix": 2} or \
+                    min(memory.values()) <= 0:
+                problems.append(f"expert shard {index}: builds {swaps}, versions {versions}, weight bytes {memory}: "
+                                "expected prose and code once (v1), mix twice (v2)")
     layers, top_k = moe_layers(model)
     slots = sum(total(e, "expertmesh_moe_expert_tokens_total") for e in experts)
     expected_slots = forwarded * len(layers) * top_k
@@ -182,8 +218,13 @@ def run(source, binary_dir, model, keep_logs):
     sys.path.insert(0, str(source / "loadtest/scenarios"))
     import expertmesh_stack  # noqa: E402
 
+    global PENDING, NAN_ALLOWED
     bin_dir = binary_dir / "bin"
-    for binary in ("expertmesh-loadtest", "expertmesh-client"):
+    # The blends admin API is part of the source: then it is required, and every query must answer.
+    blends = (source / "router-svc/admin_main.cc").exists()
+    if not blends:
+        PENDING, NAN_ALLOWED = PENDING_WITHOUT_BLENDS, NAN_ALLOWED_WITHOUT_BLENDS
+    for binary in ("expertmesh-loadtest", "expertmesh-client") + (("expertmesh-admin",) if blends else ()):
         if not (bin_dir / binary).exists():
             fail(f"{bin_dir / binary} not built")
     queries = prometheus_harness.dashboard_queries(source / "deploy/grafana/expertmesh-dashboard.json")
@@ -192,22 +233,45 @@ def run(source, binary_dir, model, keep_logs):
     problems = []
     prometheus = None
     load = []
-    stack = expertmesh_stack.Stack(bin_dir, model, work, shards=2)
+    token_file = work / "admin-token"
+    token_file.write_text(secrets.token_hex(24) + "\n")
+    token_file.chmod(0o600)
+    admin_flags = ["--admin-token-file", str(token_file)] if blends else []
+
+    def admin(command):
+        result = subprocess.run([str(bin_dir / "expertmesh-admin"), "--target", stack.router_address,
+                                 "--token-file", str(token_file), "--progress=false", *command],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"expertmesh-admin {' '.join(command)}: {result.stderr[-1000:]}")
+    stack = expertmesh_stack.Stack(bin_dir, model, work, shards=2, expert_flags=admin_flags, router_flags=admin_flags)
     try:
         print("== stack: expert-svc x2, attention-svc, router-svc with --metrics-listen")
         stack.start()
         prometheus = prometheus_harness.Prometheus(stack.metrics_targets())
         print(f"== prometheus on 127.0.0.1:{prometheus.port} scraping {len(stack.services)} services every 1 s")
         prometheus.wait_for_targets()
+        time.sleep(1.5)  # a scrape before the blends are built, so their swaps are increases
+        if blends:
+            for command in (["load-parent", "code", str(model.parent / "code")],
+                            ["create-blend", "mix", "--lambdas", "prose=0.5,code=0.5", "--base", "prose"],
+                            ["set-split", "prose=1", "mix=1"]):
+                admin(command)
+            print("== blends: parent code loaded, blend mix = 0.5 prose + 0.5 code built, A/B split prose=1 mix=1")
         common = ["--target", stack.router_address, "--concurrency", "2", "--duration", "14s",
                   "--prompt-tokens", "uniform:4:24", "--max-tokens", "uniform:2:16", "--quiet"]
-        runs = [("default", work / "default.csv"), ("prose", work / "prose.csv")]
+        second = "ab" if blends else "prose"
+        runs = [("default", work / "default.csv"), (second, work / f"{second}.csv")]
         for label, csv_path in runs:
-            blend = [] if label == "default" else ["--blend-mix", f"{label}=1"]
+            blend = {"default": [], "ab": ["--ab-keys", "50"], "prose": ["--blend-mix", "prose=1"]}[label]
             load.append(subprocess.Popen([str(bin_dir / "expertmesh-loadtest"), *common, *blend, "--csv", str(csv_path),
                                           "--text", str(work / f"{label}.txt"), "--random-seed", str(len(load) + 1)],
                                          stdout=subprocess.DEVNULL, stderr=open(work / f"load-{label}.log", "w")))
-        print("== load: 2 closed-loop runs (blend default, blend prose), 2 in flight each, 14 s")
+        print(f"== load: 2 closed-loop runs (no blend; {'A/B keys' if blends else 'blend prose'}), 2 in flight each, 14 s")
+        if blends:
+            time.sleep(2)
+            admin(["create-blend", "mix", "--lambdas", "prose=0.7,code=0.3", "--base", "prose"])
+            print("== blends: mix rebuilt under load (0.7 prose + 0.3 code, version 2)")
         unknown = 3
         for _ in range(unknown):
             result = subprocess.run([str(bin_dir / "expertmesh-client"), "--router", stack.router_address,
@@ -215,15 +279,16 @@ def run(source, binary_dir, model, keep_logs):
                                     capture_output=True, text=True)
             if result.returncode == 0 or "NOT_FOUND" not in (result.stdout + result.stderr).upper().replace(" ", "_"):
                 problems.append(f"unknown blend did not fail NOT_FOUND: {result.stdout}{result.stderr}")
-        time.sleep(6)  # several scrapes under load, so rate() over 10 s has points
+        time.sleep(6)  # several scrapes under load, so rate() has points
         print(f"== {len(queries)} dashboard queries through Prometheus's HTTP API")
-        query_problems, outcome = evaluate_dashboard(prometheus, queries, rate_interval="10s", retry_seconds=12)
+        # 30 s covers the whole run, the blend's build before the load included.
+        query_problems, outcome = evaluate_dashboard(prometheus, queries, rate_interval="30s", retry_seconds=12)
         problems += query_problems
         for process in load:
             process.wait(timeout=90)
         time.sleep(0.5)
         print("== the services' counters against the load tester's")
-        problems += check_consistency(stack, model, runs, unknown)
+        problems += check_consistency(stack, model, runs, unknown, blends)
         counts = {kind: sum(1 for k in outcome.values() if k == kind) for kind in ("data", "nan", "empty", "error")}
         panels = {}
         for (title, _), kind in outcome.items():

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -132,11 +133,17 @@ int Run() {
   bool stopping = false;
   std::thread readiness([&] {
     std::unique_lock<std::mutex> lock(mutex);
+    std::map<std::string, double> metered_split;
     while (!stopping) {
       if (auto* health = (*runner)->server()->GetHealthCheckService()) {
         health->SetServingStatus(kServiceName, pool->num_healthy() > 0);
       }
       serving_metrics.SetWaitingRequests(service.admission().waiting());
+      // expertmesh_ab_split_weight follows the catalog's split (set, changed or trimmed).
+      if (std::map<std::string, double> split = (*blend_admin)->catalog().Snapshot().split; split != metered_split) {
+        serving_metrics.SetAbSplit(std::vector<std::pair<std::string, double>>(split.begin(), split.end()));
+        metered_split = std::move(split);
+      }
       stop.wait_for(lock, std::chrono::milliseconds(250));
     }
   });

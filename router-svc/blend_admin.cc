@@ -75,10 +75,15 @@ BlendAdmin::~BlendAdmin() {
 
 void BlendAdmin::SyncLoop(std::chrono::milliseconds interval) {
   std::unique_lock<std::mutex> lock(mutex_);
-  while (!stopping_ && !catalog_->initialized()) {
+  bool reported = false;
+  while (!stopping_) {
+    // The first sync fills the catalog; later ones pick up what other router replicas (or direct
+    // shard admin calls) committed, without dropping anything.
+    const bool first = !catalog_->initialized();
     lock.unlock();
-    const absl::Status synced = fleet_->Sync();
-    if (synced.ok()) {
+    const absl::Status synced = fleet_->Sync(/*retire_old=*/first);
+    if (synced.ok() && !reported) {
+      reported = true;
       const CatalogSnapshot snapshot = catalog_->Snapshot();
       std::vector<std::string> names;
       for (const auto& entry : snapshot.names) names.push_back(absl::StrCat(entry.current.name, " v", entry.current.version));
@@ -86,7 +91,7 @@ void BlendAdmin::SyncLoop(std::chrono::milliseconds interval) {
                    snapshot.default_name.c_str());
     }
     lock.lock();
-    if (!synced.ok()) stop_.wait_for(lock, interval, [&] { return stopping_; });
+    stop_.wait_for(lock, interval, [&] { return stopping_; });
   }
 }
 

@@ -2,8 +2,9 @@
 // each request's weight set and version (CatalogBlendSelector), the FleetAdmin that drives every
 // expert shard, the authenticated RouterAdminService, and a background sync that fills the
 // catalog from the shards once they answer (until then requests pass their blend through and
-// the attention tier resolves it). The shard list is --expert-shards, or else what the attention
-// replicas' Describe reports.
+// the attention tier resolves it) and then every sync_interval picks up blends, versions and the
+// default that other router replicas committed. The shard list is --expert-shards, or else what
+// the attention replicas' Describe reports.
 #pragma once
 
 #include <condition_variable>

@@ -28,15 +28,23 @@ void BlendCatalog::Notify(const std::vector<std::pair<std::string, uint64_t>>& i
   for (const auto& [name, version] : idle) on_retired_(name, version);
 }
 
-void BlendCatalog::Reset(const std::vector<CatalogEntry>& current, const std::string& default_name) {
+void BlendCatalog::Reset(const std::vector<CatalogEntry>& current, const std::string& default_name, bool retire_old) {
   std::vector<std::pair<std::string, uint64_t>> idle;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     std::map<std::string, Name> fresh;
-    for (const CatalogEntry& entry : current) fresh[entry.name] = Name{entry};
+    std::set<std::pair<std::string, uint64_t>> still_removed;
+    for (const CatalogEntry& entry : current) {
+      if (removed_.contains({entry.name, entry.version})) {
+        still_removed.insert({entry.name, entry.version});  // dropped here; the shards catch up
+      } else {
+        fresh[entry.name] = Name{entry};
+      }
+    }
+    removed_ = std::move(still_removed);
     for (const auto& [name, old] : names_) {
       auto found = fresh.find(name);
-      if (found == fresh.end() || found->second.current.version != old.current.version) {
+      if (retire_old && (found == fresh.end() || found->second.current.version != old.current.version)) {
         RetireLocked(name, old.current.version, idle);
       }
     }
@@ -93,6 +101,7 @@ absl::Status BlendCatalog::Remove(const std::string& name) {
     auto found = names_.find(name);
     if (found == names_.end()) return absl::NotFoundError(absl::StrCat("no weight set '", name, "' is served"));
     RetireLocked(name, found->second.current.version, idle);
+    removed_.insert({name, found->second.current.version});
     names_.erase(found);
   }
   Notify(idle);

@@ -57,9 +57,11 @@ class BlendCatalog {
 
   explicit BlendCatalog(RetireCallback on_retired = nullptr, uint64_t random_seed = std::random_device{}());
 
-  // Replaces current versions and the default with what the shards serve. Names that vanished or
-  // changed version retire their old versions; the split keeps the names that still exist.
-  void Reset(const std::vector<CatalogEntry>& current, const std::string& default_name);
+  // Replaces current versions and the default with what the shards serve; the split keeps the
+  // names that still exist. With `retire_old`, versions that vanished or changed are retired (the
+  // callback drops them once unpinned); without (a periodic resync that must not drop what another
+  // router replica may still use) they are only no longer chosen.
+  void Reset(const std::vector<CatalogEntry>& current, const std::string& default_name, bool retire_old = true);
   bool initialized() const;
 
   // A fleet commit of `entry`: it becomes current; the previous version of the name retires.
@@ -101,6 +103,8 @@ class BlendCatalog {
   uint64_t split_generation_ = 0;
   std::map<std::pair<std::string, uint64_t>, int64_t> pins_;
   std::set<std::pair<std::string, uint64_t>> retiring_;  // not current any more, waiting for pins
+  // Removed by DropBlend while the shards still serve them: a resync must not bring them back.
+  std::set<std::pair<std::string, uint64_t>> removed_;
   std::mt19937_64 random_;
 };
 

@@ -100,7 +100,12 @@ absl::StatusOr<std::vector<v1::ListWeightSetsResponse>> FleetAdmin::ListAll(cons
   return lists;
 }
 
-absl::Status FleetAdmin::Sync() {
+absl::Status FleetAdmin::Sync(bool retire_old) {
+  std::lock_guard<std::mutex> change(change_mutex_);
+  return SyncLocked(retire_old);
+}
+
+absl::Status FleetAdmin::SyncLocked(bool retire_old) {
   absl::StatusOr<std::vector<Shard*>> shards = Shards();
   if (!shards.ok()) return shards.status();
   absl::StatusOr<std::vector<v1::ListWeightSetsResponse>> lists = ListAll(*shards);
@@ -129,7 +134,7 @@ absl::Status FleetAdmin::Sync() {
       default_name = name;
     }
   }
-  catalog_->Reset(current, default_name);
+  catalog_->Reset(current, default_name, retire_old);
   return absl::OkStatus();
 }
 
@@ -251,7 +256,7 @@ absl::StatusOr<v1::FleetWeightSet> FleetAdmin::TwoPhase(
 absl::StatusOr<v1::FleetWeightSet> FleetAdmin::LoadParent(const std::string& name, const std::string& checkpoint,
                                                           const grpc::ServerContext* parent) {
   std::lock_guard<std::mutex> change(change_mutex_);
-  if (!catalog_->initialized()) (void)Sync();
+  if (!catalog_->initialized()) (void)SyncLocked(true);
   return TwoPhase(name, v1::WEIGHT_SET_KIND_PARENT, parent, [&](Shard& shard, uint64_t version, grpc::ClientContext& context) {
     v1::LoadParentRequest request;
     request.set_name(name);
@@ -304,7 +309,7 @@ absl::StatusOr<v1::FleetWeightSet> FleetAdmin::CreateBlend(const v1::CreateBlend
   }
   if (name.empty()) return absl::InvalidArgumentError("recipe: \"name\" is empty");
   std::lock_guard<std::mutex> change(change_mutex_);
-  if (!catalog_->initialized()) (void)Sync();
+  if (!catalog_->initialized()) (void)SyncLocked(true);
   return TwoPhase(name, v1::WEIGHT_SET_KIND_BLEND, parent, [&](Shard& shard, uint64_t version, grpc::ClientContext& context) {
     v1::PrepareBlendRequest sent = prepare;
     sent.set_version(version);
@@ -337,7 +342,11 @@ v1::FleetWeightSet FleetAdmin::Describe(const CatalogNameSnapshot& entry, const 
 }
 
 absl::StatusOr<v1::FleetWeightSets> FleetAdmin::List() {
-  if (!catalog_->initialized()) (void)Sync();
+  if (!catalog_->initialized()) {
+    // Never waits for a running fleet change (progress is listed while a blend is built).
+    std::unique_lock<std::mutex> change(change_mutex_, std::try_to_lock);
+    if (change.owns_lock()) (void)SyncLocked(true);
+  }
   absl::StatusOr<std::vector<Shard*>> shards = Shards();
   if (!shards.ok()) return shards.status();
   // Partial answers are useful (progress of a build while another shard restarts): an unreachable
@@ -367,7 +376,7 @@ absl::StatusOr<v1::FleetWeightSets> FleetAdmin::List() {
 
 absl::Status FleetAdmin::DropBlend(const std::string& name) {
   std::lock_guard<std::mutex> change(change_mutex_);
-  if (!catalog_->initialized()) (void)Sync();
+  if (!catalog_->initialized()) (void)SyncLocked(true);
   const uint64_t current = catalog_->CurrentVersion(name);
   if (absl::Status removed = catalog_->Remove(name); !removed.ok()) return removed;
   // Older versions the shards still hold and no request of this router uses go too (the current
@@ -392,7 +401,7 @@ absl::Status FleetAdmin::DropBlend(const std::string& name) {
 
 absl::Status FleetAdmin::SetDefault(const std::string& name) {
   std::lock_guard<std::mutex> change(change_mutex_);
-  if (!catalog_->initialized()) (void)Sync();
+  if (!catalog_->initialized()) (void)SyncLocked(true);
   if (catalog_->CurrentVersion(name) == 0) return absl::NotFoundError(absl::StrCat("no weight set '", name, "' is served"));
   absl::StatusOr<std::vector<Shard*>> shards = Shards();
   if (!shards.ok()) return shards.status();

@@ -50,8 +50,9 @@ class FleetAdmin {
 
   // Reads every shard's weight sets and resets the catalog: a name counts when every shard has
   // it READY (the lowest version if they differ), the default is the one most shards have.
-  // UNAVAILABLE if a shard does not answer.
-  absl::Status Sync();
+  // UNAVAILABLE if a shard does not answer. `retire_old` as BlendCatalog::Reset (false for the
+  // periodic resync that shows other router replicas' changes). Waits for a running fleet change.
+  absl::Status Sync(bool retire_old = true);
 
   // Two-phase LoadParent / CreateBlend on every shard. `parent` (may be null) is the admin call:
   // its cancellation and deadline reach the shards' prepares.
@@ -75,6 +76,7 @@ class FleetAdmin {
     std::unique_ptr<v1::ExpertAdminService::Stub> stub;
   };
   absl::StatusOr<std::vector<Shard*>> Shards();
+  absl::Status SyncLocked(bool retire_old);  // under change_mutex_
   std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout,
                                                const grpc::ServerContext* parent = nullptr) const;
   absl::StatusOr<std::vector<v1::ListWeightSetsResponse>> ListAll(const std::vector<Shard*>& shards);

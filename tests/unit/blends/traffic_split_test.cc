@@ -119,6 +119,19 @@ TEST(BlendCatalogTest, ChoosesExplicitSplitOrDefaultAndPinsVersions) {
   EXPECT_EQ(retired.back(), std::make_pair(std::string("mix"), uint64_t{3})) << "no pins: retired at once";
   EXPECT_EQ(catalog.Select("mix", "").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(catalog.Snapshot().split_generation, 3u);
+
+  // A periodic resync while the shards still hold mix v3 (its drop is in progress) keeps it
+  // removed, and picks up a blend another router replica committed.
+  const size_t retired_before = retired.size();
+  catalog.Reset({{"prose", 1, v1::WEIGHT_SET_KIND_PARENT},
+                 {"mix", 3, v1::WEIGHT_SET_KIND_BLEND},
+                 {"other", 4, v1::WEIGHT_SET_KIND_BLEND}},
+                "prose", /*retire_old=*/false);
+  EXPECT_EQ(catalog.Select("mix", "").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(catalog.Select("other", "")->version, 4u);
+  catalog.Reset({{"prose", 1, v1::WEIGHT_SET_KIND_PARENT}}, "prose", /*retire_old=*/false);
+  EXPECT_EQ(retired.size(), retired_before) << "a resync never drops";
+  EXPECT_EQ(catalog.Select("other", "").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -14,7 +14,8 @@
 // Memory: the budget counts every distinct resident tensor once plus what builds in progress have
 // reserved; a build that would exceed it fails RESOURCE_EXHAUSTED (at once when the need is known
 // up front: a parent's size, a delta-0 blend's merged tensors).
-// Versions: per name, each build gets a version higher than every one the name had (0 = next).
+// Versions: per name, each build gets a version higher than every committed or resident one
+// (0 = next); an aborted or failed build leaves the next version unchanged.
 #pragma once
 
 #include <condition_variable>
@@ -171,7 +172,7 @@ class WeightSetStore {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // entries freed, drain requested, stopping
   std::map<Key, std::unique_ptr<Entry>> entries_;
-  std::map<std::string, uint64_t> highest_version_;  // per name, over every successful build
+  std::map<std::string, uint64_t> highest_version_;  // per name, over every committed version
   std::string default_name_;
   uint64_t resident_bytes_ = 0;
   uint64_t reserved_bytes_ = 0;  // builds in progress

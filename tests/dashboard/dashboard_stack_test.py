@@ -6,10 +6,10 @@ Starts 2 expert-svc shards, attention-svc and router-svc on loopback (models/pro
 scrapes all four. With the blends admin API (router-svc/admin_main.cc in the source), the parent
 `code` is loaded on the shards, the blend `mix` = 0.5 prose + 0.5 code built and the A/B split set
 to prose=1 mix=1 through expertmesh-admin, and during the load `mix` is rebuilt (0.7/0.3, version 2:
-a live swap; a name's first build is invisible to rate(), its series starting at 1). expertmesh-loadtest drives two closed-loop runs at once
-(one naming no blend; one with A/B keys, or naming `prose` without the admin API) plus requests
-for an unknown blend (errors). While the load runs, EVERY query
-of every panel of deploy/grafana/expertmesh-dashboard.json is evaluated through Prometheus's HTTP
+a live swap; a name's first build is invisible to rate(), its series starting at 1).
+expertmesh-loadtest drives two closed-loop runs at once (one naming no blend; one with A/B keys,
+or naming `prose` without the admin API) plus requests for an unknown blend (errors). While the
+load runs, EVERY query of every panel of deploy/grafana/expertmesh-dashboard.json is evaluated through Prometheus's HTTP
 API and must return data. Afterwards the services' own /metrics are checked against what the
 load tester saw: requests and tokens per blend at the router, sequences per step phase at the
 attention tier, the expert shards' per-expert token-slots against the independent count

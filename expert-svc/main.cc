@@ -3,7 +3,9 @@
 //   expert-svc --model DIR --shard-index i --num-shards N [--shard-name NAME] [--listen ADDR]
 //              [--experts SPEC] [--weight-budget-mb MB] [--admin-token-file FILE] [--recipes-dir DIR]
 // The checkpoint is the first weight set; ExpertAdminService (same port) loads more parents and
-// builds live blends.
+// builds live blends. With --device cuda:N the experts live on that GPU: the checkpoint's go
+// straight from the file to the card in their stored format (FP8 stays FP8), sets built through
+// the admin API are uploaded from the host.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +23,7 @@
 #include "engine/metrics/moe_metrics.h"
 #include "engine/metrics/service_metrics.h"
 #include "engine/model/weight_loader.h"
+#include "engine/ops/cuda/compute_device.h"
 #include "engine/rpc/admin_token.h"
 #include "engine/rpc/command_line.h"
 #include "engine/rpc/server_runner.h"
@@ -30,6 +33,10 @@
 #include "expert-svc/expert_shard.h"
 #include "expert-svc/weight_set_builder.h"
 #include "expert-svc/weight_set_store.h"
+#if defined(EXPERTMESH_HAS_CUDA)
+#include "engine/ops/cuda/cuda_device.h"
+#include "expert-svc/gpu_experts.h"
+#endif
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(int, shard_index, -1, "this shard's index in [0, num_shards)");
@@ -49,6 +56,12 @@ ABSL_FLAG(std::string, admin_token_file, "",
           "file holding the admin API's bearer token (a Kubernetes Secret mount); without it every admin call "
           "is UNAUTHENTICATED");
 ABSL_FLAG(std::string, recipes_dir, "", "directory of blend recipe files that admin calls may name");
+ABSL_FLAG(std::string, device, "cpu", "where the experts live: cpu, or cuda:N (cuda = cuda:0; needs a CUDA build)");
+ABSL_FLAG(std::string, gpu_expert_format, "auto",
+          "GPU experts: auto (as stored: bf16, FP8 block-scaled, f32), bf16, fp8 (FP8 checkpoints) or f32");
+ABSL_FLAG(bool, gpu_direct_load, true,
+          "on the GPU, load the checkpoint's experts straight from the file to the card (stored format); false: "
+          "through the weight-set store's host copy (bf16/f32 on the card), so the admin API can blend it");
 
 namespace expertmesh::expert_service {
 namespace {
@@ -105,6 +118,25 @@ int Run() {
                  static_cast<long long>(config->n_routed_experts));
     return 2;
   }
+  absl::StatusOr<ComputeDevice> device = ParseComputeDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    std::fprintf(stderr, "expert-svc: %s\n", std::string(device.status().message()).c_str());
+    return 2;
+  }
+  if (device->is_cuda && !kBuiltWithCuda) {
+    std::fprintf(stderr, "expert-svc: %s\n", std::string(CudaNotBuiltError(*device).message()).c_str());
+    return 2;
+  }
+#if defined(EXPERTMESH_HAS_CUDA)
+  if (device->is_cuda) {
+    if (absl::Status usable = cuda::UseDevice(device->index); !usable.ok()) {
+      std::fprintf(stderr, "expert-svc: --device=%s: %s\n", device->ToString().c_str(),
+                   std::string(usable.message()).c_str());
+      return 1;
+    }
+  }
+#endif
+  const std::string device_label = device->ToString();
   // Metrics before loading, so a wrong --metrics-listen fails at once and loading is observable.
   metrics::ServiceMetrics metrics("expert");
   if (absl::Status serving = metrics.Serve(metrics::MetricsListenFlag()); !serving.ok()) {
@@ -113,6 +145,17 @@ int Run() {
   }
   if (metrics.server()) std::fprintf(stderr, "expert-svc: metrics at %s\n", metrics.server()->url().c_str());
   (void)metrics.SampleDeviceMemory("cpu", [] { return metrics::ReadHostMemory(); });
+#if defined(EXPERTMESH_HAS_CUDA)
+  if (device->is_cuda) {
+    (void)metrics.SampleDeviceMemory(device_label, [index = device->index]() -> absl::StatusOr<metrics::DeviceMemory> {
+      metrics::DeviceMemory memory;
+      if (absl::Status status = cuda::DeviceMemoryInUse(index, &memory.used_bytes, &memory.total_bytes); !status.ok()) {
+        return status;
+      }
+      return memory;
+    });
+  }
+#endif
   metrics::BlendMetrics blend_metrics(metrics.registry());
   std::vector<int> hosted_layers;
   std::set<int> hosted_expert_ids;
@@ -145,15 +188,22 @@ int Run() {
   store_options.budget_bytes = static_cast<uint64_t>(std::max<int64_t>(absl::GetFlag(FLAGS_weight_budget_mb), 0)) << 20;
   store_options.recipes_dir = absl::GetFlag(FLAGS_recipes_dir);
   store_options.log_progress = true;
-  WeightSetStore store(std::move(store_options), MakeCpuExpertBackend());
+  std::unique_ptr<ExpertBackend> backend = MakeCpuExpertBackend();
+#if defined(EXPERTMESH_HAS_CUDA)
+  if (device->is_cuda) {
+    backend = MakeCudaExpertBackend(device->index, absl::GetFlag(FLAGS_gpu_expert_format) == "f32",
+                                    config->n_routed_experts);
+  }
+#endif
+  WeightSetStore store(std::move(store_options), std::move(backend));
   store.set_observer(WeightSetObserver{
       .on_ready = [&](const std::string& name, uint64_t version, uint64_t bytes) {
         blend_metrics.SetWeightSet(name, bytes, version);
-        metrics.resources().SetWeightResidentBytes("cpu", store.List().resident_bytes);
+        metrics.resources().SetWeightResidentBytes(device_label, store.List().resident_bytes);
       },
       .on_gone = [&](const std::string& name) {
         blend_metrics.ClearWeightSet(name);
-        metrics.resources().SetWeightResidentBytes("cpu", store.List().resident_bytes);
+        metrics.resources().SetWeightResidentBytes(device_label, store.List().resident_bytes);
       },
       .on_build = [&](const std::string& name, bool success, double seconds) {
         blend_metrics.RecordSwap(name, success, seconds);
@@ -183,16 +233,48 @@ int Run() {
     info.weight_set_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
     if (info.weight_set_name.empty()) info.weight_set_name = std::filesystem::path(model_dir).parent_path().filename().string();
   }
-  checkpoint->reset();
-  // Experts are resident as float32 (metrics follow through the store's observer).
-  absl::StatusOr<WeightSetStatus> loaded =
-      store.LoadParent(info.weight_set_name, model_dir, info.weight_set_version, /*commit=*/true);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "expert-svc: %s\n", std::string(loaded.status().message()).c_str());
-    return 1;
+  if (device->is_cuda && absl::GetFlag(FLAGS_gpu_direct_load)) {
+#if defined(EXPERTMESH_HAS_CUDA)
+    // Only this shard's experts, from the mapped file straight into the card's memory.
+    GpuExpertsOptions gpu_options;
+    gpu_options.device = device->index;
+    gpu_options.format = absl::GetFlag(FLAGS_gpu_expert_format);
+    gpu_options.expert_filter = [&hosted](int64_t layer, int32_t expert) {
+      auto entry = hosted.find(layer);
+      return entry != hosted.end() && entry->second.contains(expert);
+    };
+    gpu_options.progress = [&](const std::string& line, bool) {
+      std::fprintf(stderr, "expert-svc %s: %s\n", shard_name.c_str(), line.c_str());
+    };
+    absl::StatusOr<GpuExperts> gpu = LoadGpuExperts(**checkpoint, gpu_options);
+    if (!gpu.ok()) {
+      std::fprintf(stderr, "expert-svc: --device=%s: %s\n", device_label.c_str(), std::string(gpu.status().message()).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "expert-svc %s: %lld experts on %s (%s)\n", shard_name.c_str(),
+                 static_cast<long long>(gpu->expert_count), device_label.c_str(), gpu->description.c_str());
+    info.resident_weight_bytes = gpu->resident_weight_bytes;
+    if (absl::Status installed = store.InstallPrebuilt(info.weight_set_name, info.weight_set_version,
+                                                       std::move(gpu->experts), gpu->resident_weight_bytes);
+        !installed.ok()) {
+      std::fprintf(stderr, "expert-svc: %s\n", std::string(installed.message()).c_str());
+      return 1;
+    }
+    checkpoint->reset();
+#endif
+  } else {
+    checkpoint->reset();
+    // Experts are resident as float32 on the host (and uploaded by a GPU backend; metrics follow
+    // through the store's observer).
+    absl::StatusOr<WeightSetStatus> loaded =
+        store.LoadParent(info.weight_set_name, model_dir, info.weight_set_version, /*commit=*/true);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "expert-svc: %s\n", std::string(loaded.status().message()).c_str());
+      return 1;
+    }
+    info.resident_weight_bytes = loaded->referenced_bytes;
   }
   (void)store.SetDefault(info.weight_set_name);
-  info.resident_weight_bytes = loaded->referenced_bytes;
   int64_t expert_count = 0;
   for (const auto& [layer, experts] : hosted) expert_count += static_cast<int64_t>(experts.size());
   ExpertShard shard(shard_name, info, hosted, &store);
@@ -218,9 +300,10 @@ int Run() {
     std::fprintf(stderr, "expert-svc: %s\n", std::string(runner.status().message()).c_str());
     return 1;
   }
-  std::fprintf(stderr, "expert-svc %s: serving %lld experts over %zu MoE layers (%.1f MB, weight set '%s') on port %d\n",
+  std::fprintf(stderr,
+               "expert-svc %s: serving %lld experts over %zu MoE layers (%.1f MB on %s, weight set '%s') on port %d\n",
                shard_name.c_str(), static_cast<long long>(expert_count), hosted.size(),
-               static_cast<double>(info.resident_weight_bytes) / 1e6, info.weight_set_name.c_str(),
+               static_cast<double>(info.resident_weight_bytes) / 1e6, device_label.c_str(), info.weight_set_name.c_str(),
                (*runner)->port());
   (*runner)->WaitForTerminationSignal([&] {
     service.StartDraining();

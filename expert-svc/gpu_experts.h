@@ -1,0 +1,47 @@
+// LoadGpuExperts: expert-svc --device cuda:N. Loads only this shard's routed experts straight from
+// the checkpoint into the card's memory (CudaRoutedExperts via LoadCudaRoutedExperts: the stored
+// bytes go up as they are, FP8 with its block scales), reporting progress with the device memory
+// in use, and says what Describe reports (backend, resident bytes, device memory); and the
+// weight-set store's GPU backend for sets built on the host (admin-loaded parents, blends). Built
+// only with CUDA (EXPERTMESH_HAS_CUDA).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/format/checkpoint.h"
+#include "engine/model/routed_experts.h"
+#include "engine/model/weight_loader.h"
+#include "expert-svc/expert_backend.h"
+
+namespace expertmesh::expert_service {
+
+struct GpuExpertsOptions {
+  int device = 0;
+  // How the experts live on the card: "auto" (as stored: bf16/f16 -> bf16, FP8 -> FP8 with block
+  // scales, f32 -> f32), "bf16" (FP8 is dequantized), "fp8" (needs FP8 weights) or "f32".
+  std::string format = "auto";
+  ExpertFilter expert_filter;  // this shard's experts
+  std::function<void(const std::string& line, bool last)> progress;
+};
+
+struct GpuExperts {
+  std::unique_ptr<RoutedExperts> experts;
+  uint64_t resident_weight_bytes = 0;  // expert weights (and FP8 scales) on the card
+  int64_t expert_count = 0;
+  std::string backend;      // Describe's backend: "cuda:0"
+  std::string description;  // for the log: "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB; bf16 experts"
+};
+
+absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const GpuExpertsOptions& options);
+
+// The weight-set store's GPU backend: each weight set's host matrices uploaded into a
+// CudaRoutedExperts on device `device` (bf16, or float32 when `float32`), for parents loaded and
+// blends built through the admin API. (The served checkpoint itself goes straight to the card
+// through LoadGpuExperts.) Equal host tensors shared by several sets are uploaded once per set.
+std::unique_ptr<ExpertBackend> MakeCudaExpertBackend(int device, bool float32, int64_t n_routed_experts);
+
+}  // namespace expertmesh::expert_service

@@ -47,7 +47,7 @@ class ServiceMetrics {
   absl::Status SampleDeviceMemory(std::string_view device, DeviceMemoryProbe probe);
 
   // Serves /metrics on `listen_address`; "" serves nothing (metrics are still recorded).
-  // UNAVAILABLE / INVALID_ARGUMENT with civetweb's reason when it cannot listen.
+  // UNAVAILABLE / INVALID_ARGUMENT naming the address and the reason when it cannot listen.
   absl::Status Serve(std::string_view listen_address);
   // Null when not serving.
   const MetricsServer* server() const { return server_.get(); }

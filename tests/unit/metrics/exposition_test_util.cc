@@ -64,6 +64,53 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
   return response;
 }
 
+int ConnectLoopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+absl::StatusOr<std::string> RawExchange(int port, const std::string& request, int family) {
+  int fd = -1;
+  if (family == AF_INET6) {
+    fd = socket(AF_INET6, SOCK_STREAM, 0);
+    sockaddr_in6 address{};
+    address.sin6_family = AF_INET6;
+    address.sin6_port = htons(static_cast<uint16_t>(port));
+    address.sin6_addr = in6addr_loopback;
+    timeval timeout{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  } else {
+    fd = ConnectLoopback(port);
+  }
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("connect to loopback port ", port, " failed"));
+  if (!request.empty() && send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("send failed");
+  }
+  std::string raw;
+  char buffer[8192];
+  ssize_t got;
+  while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
+  close(fd);
+  if (got < 0) return absl::DeadlineExceededError(absl::StrCat("no close from the server; got: ", raw.substr(0, 200)));
+  return raw;
+}
+
 std::optional<double> Exposition::Value(const std::string& key) const {
   auto found = samples.find(key);
   if (found == samples.end()) return std::nullopt;

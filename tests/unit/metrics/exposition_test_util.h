@@ -19,6 +19,13 @@ struct HttpResponse {
 // GET http://127.0.0.1:<port><path>; the whole response (Connection: close).
 absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path);
 
+// Connects to the loopback address of `family` (AF_INET or AF_INET6) at `port`, sends `request`
+// bytes as they are, and returns everything received until the server closes (10 s limit).
+absl::StatusOr<std::string> RawExchange(int port, const std::string& request, int family = 2 /* AF_INET */);
+
+// A connected loopback socket (AF_INET) that the test drives by hand; -1 on failure.
+int ConnectLoopback(int port);
+
 // Samples by series key: name{label="value",...} with labels sorted by name (as written by
 // SeriesKey). TYPE lines are kept in `types` (metric name -> type).
 struct Exposition {

@@ -1,5 +1,5 @@
-// MetricsServer and ServiceMetrics: scraped over real HTTP on loopback; address forms civetweb
-// cannot parse and ports in use fail with a clear status instead of an exception.
+// MetricsServer and ServiceMetrics: scraped over real HTTP on loopback; listen-address forms, ports
+// in use, and clients that misbehave (silent, oversized, wrong method) get clear answers.
 #include "engine/metrics/metrics_server.h"
 
 #include <grpcpp/grpcpp.h>
@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -22,6 +23,7 @@ namespace expertmesh::metrics {
 namespace {
 
 using testing::HttpGet;
+using testing::RawExchange;
 using testing::ParseExposition;
 using testing::SeriesKey;
 
@@ -47,20 +49,39 @@ class HeldPort {
   int port_ = 0;
 };
 
-TEST(ToCivetwebListeningPortTest, MapsGrpcStyleAddresses) {
-  EXPECT_EQ(*ToCivetwebListeningPort("127.0.0.1:9464"), "127.0.0.1:9464");
-  EXPECT_EQ(*ToCivetwebListeningPort(":9464"), "0.0.0.0:9464");
-  EXPECT_EQ(*ToCivetwebListeningPort("[::]:9464"), "0.0.0.0:9464");
-  EXPECT_EQ(*ToCivetwebListeningPort("0.0.0.0:0"), "0.0.0.0:0");
-  EXPECT_EQ(*ToCivetwebListeningPort("9464"), "0.0.0.0:9464");
-  EXPECT_EQ(*ToCivetwebListeningPort("localhost:9464"), "127.0.0.1:9464");
+TEST(ListenAddressTest, ParsesGrpcStyleAddresses) {
+  struct Case {
+    const char* text;
+    std::string host;
+    int port;
+  };
+  for (const Case& c : {Case{"127.0.0.1:9464", "127.0.0.1", 9464}, Case{":9464", "", 9464}, Case{"[::]:9464", "", 9464},
+                        Case{"*:9464", "", 9464}, Case{"9464", "", 9464}, Case{"0.0.0.0:0", "0.0.0.0", 0},
+                        Case{"localhost:9464", "127.0.0.1", 9464}, Case{"[::1]:80", "::1", 80},
+                        Case{"metrics.svc:9464", "metrics.svc", 9464}}) {
+    absl::StatusOr<ListenAddress> parsed = ParseListenAddress(c.text);
+    ASSERT_TRUE(parsed.ok()) << c.text << ": " << parsed.status();
+    EXPECT_EQ(parsed->host, c.host) << c.text;
+    EXPECT_EQ(parsed->port, c.port) << c.text;
+  }
+  EXPECT_EQ(ParseListenAddress(":1")->ClientHost(), "127.0.0.1");
+  EXPECT_EQ(ParseListenAddress("0.0.0.0:1")->ClientHost(), "127.0.0.1");
+  EXPECT_EQ(ParseListenAddress("[::1]:1")->ClientHost(), "[::1]");
 }
 
-TEST(ToCivetwebListeningPortTest, RejectsMalformedAddresses) {
-  for (const char* bad : {"", "host", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:-1", "127.0.0.1:x"}) {
-    absl::StatusOr<std::string> result = ToCivetwebListeningPort(bad);
+TEST(ListenAddressTest, RejectsMalformedAddresses) {
+  for (const char* bad : {"", "host", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:-1", "127.0.0.1:x", "::1:80",
+                          "[::1]", "[::1]80", "[]:80", "[not-v6]:80"}) {
+    absl::StatusOr<ListenAddress> result = ParseListenAddress(bad);
     EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(MetricsServerTest, UnresolvableHostIsUnavailableNamingTheHost) {
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start("no-such-host.invalid:0", {});
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(server.status().message().find("no-such-host.invalid"), std::string::npos) << server.status();
 }
 
 TEST(MetricsServerTest, ServesRegistryAndProcessMetricsOverHttp) {
@@ -105,13 +126,16 @@ TEST(MetricsServerTest, ServesRegistryAndProcessMetricsOverHttp) {
   EXPECT_EQ(parsed->Value(SeriesKey("expertmesh_generation_tokens_total", {{"blend", "prose"}})), 8);
 }
 
-TEST(MetricsServerTest, Ipv6LiteralNeedsCivetwebIpv6) {
-  // Debian's civetweb is built without IPv6: the address is refused before civetweb sees it.
+TEST(MetricsServerTest, Ipv6LoopbackServesWhereTheHostHasIpv6) {
   absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start("[::1]:0", {});
-  if (!server.ok()) {
-    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(server.status().message().find("IPv6"), std::string::npos) << server.status();
+  if (!server.ok()) {  // a host without IPv6: refused with the reason, never a crash
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable) << server.status();
+    GTEST_SKIP() << "no IPv6 loopback here: " << server.status();
   }
+  EXPECT_EQ((*server)->url(), "http://[::1]:" + std::to_string((*server)->port()) + "/metrics");
+  absl::StatusOr<std::string> answer = RawExchange((*server)->port(), "GET /metrics HTTP/1.1\r\n\r\n", AF_INET6);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_TRUE(answer->starts_with("HTTP/1.1 200 OK\r\n")) << *answer;
 }
 
 TEST(MetricsServerTest, PortInUseIsAClearUnavailableError) {
@@ -156,10 +180,10 @@ TEST(MetricsServerTest, GrpcStyleWildcardAddressesServe) {
     EXPECT_EQ(response->status, 200);
     servers.push_back(*std::move(server));
   }
-  // civetweb takes ~2 s to stop after serving a request: stop the three at once.
-  std::vector<std::thread> stoppers;
-  for (auto& server : servers) stoppers.emplace_back([&server] { server.reset(); });
-  for (std::thread& stopper : stoppers) stopper.join();
+  // Stopping is immediate, also after serving.
+  auto before = std::chrono::steady_clock::now();
+  servers.clear();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(1));
 }
 
 TEST(MetricsServerTest, ServiceMetricsServeTwiceIsRefused) {

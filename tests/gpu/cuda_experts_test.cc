@@ -227,7 +227,8 @@ TEST_F(CudaExpertsTest, ErrorsAreReportedNotCrashed) {
   EXPECT_EQ(gpu_->Compute(b.View(7, 64), out).code(), absl::StatusCode::kNotFound);  // unknown layer
   // Wrong byte counts on upload.
   std::vector<float> small(10);
-  EXPECT_EQ(gpu_->SetExpertFromBytes(1, 0, {DType::kF32, AsBytes(small), AsBytes(small), AsBytes(small)}).code(),
+  EXPECT_EQ(gpu_->SetExpertFromBytes(1, 0, {DType::kF32, AsBytes(small), AsBytes(small), AsBytes(small), {}, {}, {}})
+                .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(gpu_->SetExpert(1, 99, RandomMlp(shape_, rng_)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(gpu_->Compute(b.View(3, 64), out).ok());

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/core/status_macros.h"
 
 namespace expertmesh::cuda {
 namespace {
@@ -100,12 +101,15 @@ DeviceBuffer::~DeviceBuffer() {
 
 absl::Status DeviceBuffer::CopyFromHost(const void* host, size_t bytes) {
   if (bytes > bytes_) return absl::InvalidArgumentError("CopyFromHost: more bytes than the buffer holds");
-  return FromCuda(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+  return CopyHostToDevice(data_, host, bytes);
 }
 
 absl::Status DeviceBuffer::CopyHostToDevice(void* device, const void* host, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
-  return FromCuda(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device");
+  EXPERTMESH_RETURN_IF_ERROR(FromCuda(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host->device"));
+  // cudaMemcpy from pageable memory returns once the bytes are staged, before the DMA lands; work
+  // on the services' non-blocking streams is not ordered after it. Wait, so the bytes are there.
+  return FromCuda(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy host->device (completion)");
 }
 
 absl::Status DeviceBuffer::CopyToHost(void* host, size_t bytes) const {

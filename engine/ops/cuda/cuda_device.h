@@ -44,6 +44,8 @@ class DeviceBuffer {
   template <typename T>
   T* as() const { return static_cast<T*>(data_); }
 
+  // Both host->device copies return when the bytes are in device memory, so work on any stream
+  // (non-blocking ones included) may read them.
   absl::Status CopyFromHost(const void* host, size_t bytes);
   // Synchronous copy of `bytes` from host memory to any device address.
   static absl::Status CopyHostToDevice(void* device, const void* host, size_t bytes);

@@ -17,28 +17,10 @@
 namespace expertmesh::metrics::testing {
 
 absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("connect 127.0.0.1:", port, " failed"));
-  }
-  std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::UnavailableError("send failed");
-  }
-  std::string raw;
-  char buffer[8192];
-  ssize_t got;
-  while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
-  close(fd);
+  absl::StatusOr<std::string> exchanged =
+      RawExchange(port, absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+  if (!exchanged.ok()) return exchanged.status();
+  const std::string& raw = *exchanged;
   size_t header_end = raw.find("\r\n\r\n");
   if (header_end == std::string::npos) return absl::DataLossError("no HTTP header end in: " + raw.substr(0, 200));
   HttpResponse response;
@@ -64,50 +46,51 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
   return response;
 }
 
-int ConnectLoopback(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+int ConnectLoopback(int port, int family) {
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  if (family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    v6->sin6_addr = in6addr_loopback;
+    length = sizeof *v6;
+  } else {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    length = sizeof *v4;
+  }
+  int fd = socket(family, SOCK_STREAM, 0);
   if (fd < 0) return -1;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
     close(fd);
     return -1;
   }
   return fd;
 }
 
+absl::StatusOr<std::string> ReadUntilClose(int fd) {
+  std::string raw;
+  char buffer[8192];
+  ssize_t got;
+  while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
+  if (got < 0) return absl::DeadlineExceededError(absl::StrCat("no close from the server; got: ", raw.substr(0, 200)));
+  return raw;
+}
+
 absl::StatusOr<std::string> RawExchange(int port, const std::string& request, int family) {
-  int fd = -1;
-  if (family == AF_INET6) {
-    fd = socket(AF_INET6, SOCK_STREAM, 0);
-    sockaddr_in6 address{};
-    address.sin6_family = AF_INET6;
-    address.sin6_port = htons(static_cast<uint16_t>(port));
-    address.sin6_addr = in6addr_loopback;
-    timeval timeout{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      close(fd);
-      fd = -1;
-    }
-  } else {
-    fd = ConnectLoopback(port);
-  }
+  const int fd = ConnectLoopback(port, family);
   if (fd < 0) return absl::UnavailableError(absl::StrCat("connect to loopback port ", port, " failed"));
   if (!request.empty() && send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return absl::UnavailableError("send failed");
   }
-  std::string raw;
-  char buffer[8192];
-  ssize_t got;
-  while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
+  absl::StatusOr<std::string> raw = ReadUntilClose(fd);
   close(fd);
-  if (got < 0) return absl::DeadlineExceededError(absl::StrCat("no close from the server; got: ", raw.substr(0, 200)));
   return raw;
 }
 

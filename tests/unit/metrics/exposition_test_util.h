@@ -23,8 +23,12 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path);
 // bytes as they are, and returns everything received until the server closes (10 s limit).
 absl::StatusOr<std::string> RawExchange(int port, const std::string& request, int family = 2 /* AF_INET */);
 
-// A connected loopback socket (AF_INET) that the test drives by hand; -1 on failure.
-int ConnectLoopback(int port);
+// A connected loopback socket of `family` (10 s receive timeout) that the test drives by hand;
+// -1 on failure.
+int ConnectLoopback(int port, int family = 2 /* AF_INET */);
+
+// Everything `fd` receives until the peer closes; DEADLINE_EXCEEDED when the timeout ends it first.
+absl::StatusOr<std::string> ReadUntilClose(int fd);
 
 // Samples by series key: name{label="value",...} with labels sorted by name (as written by
 // SeriesKey). TYPE lines are kept in `types` (metric name -> type).

@@ -22,6 +22,7 @@ namespace {
 using testing::ConnectLoopback;
 using testing::HttpGet;
 using testing::RawExchange;
+using testing::ReadUntilClose;
 
 std::string Exposition() { return "metric_a 1\n"; }
 
@@ -99,12 +100,10 @@ TEST_F(LiveServerTest, RequestArrivingInPiecesIsAnswered) {
     ASSERT_GT(send(fd, piece, std::string(piece).size(), MSG_NOSIGNAL), 0);
     usleep(20000);
   }
-  std::string raw;
-  char buffer[4096];
-  ssize_t got;
-  while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
+  absl::StatusOr<std::string> raw = ReadUntilClose(fd);
   close(fd);
-  EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 OK\r\n")) << raw;
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_TRUE(raw->starts_with("HTTP/1.1 200 OK\r\n")) << *raw;
 }
 
 TEST_F(LiveServerTest, OversizedAndWrongRequestsGetErrorsAndTheServerGoesOn) {
@@ -128,12 +127,10 @@ TEST_F(LiveServerTest, BeyondTheConnectionLimitClientsWaitTheirTurn) {
   const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
   for (size_t i = MetricsServer::kMaxConnections; i < held.size(); ++i) {
     ASSERT_EQ(send(held[i], request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-    std::string raw;
-    char buffer[4096];
-    ssize_t got;
-    while ((got = recv(held[i], buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(got));
+    absl::StatusOr<std::string> raw = ReadUntilClose(held[i]);
     close(held[i]);
-    EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 OK\r\n")) << raw.substr(0, 100);
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    EXPECT_TRUE(raw->starts_with("HTTP/1.1 200 OK\r\n")) << raw->substr(0, 100);
   }
   ExpectScrapeWorks();
 }

@@ -9,7 +9,6 @@
 //     measured bf16 error is ~1e-2), and router-svc's streamed ids equal attention-svc's own.
 // (gpu_device_flag_test checks the --device errors on machines and builds without a GPU.)
 #include <cstdio>
-#include <map>
 
 #include <gtest/gtest.h>
 
@@ -31,35 +30,11 @@ class GpuServicesTest : public ::testing::Test {
   }
 };
 
-const ReferenceModel& Reference(const std::string& directory) {
-  static std::map<std::string, std::unique_ptr<ReferenceModel>> models;
-  auto& model = models[directory];
-  if (!model) {
-    auto loaded = ReferenceModel::Load(SourcePath(directory));
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    model = *std::move(loaded);
-  }
-  return *model;
-}
-
-std::vector<v1::SequenceRequest> Requests(int64_t vocab) {
-  std::vector<v1::SequenceRequest> requests;
-  for (int length : {1, 5, 12}) {
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < length; ++i) prompt.push_back(static_cast<int32_t>((37 * i + 11 * length + 3) % vocab));
-    requests.push_back(MakeRequest(prompt, 10));
-  }
-  v1::SequenceRequest sampled = MakeRequest({5, 80, 13, static_cast<int32_t>(200 % vocab)}, 10);
-  sampled.mutable_sampling()->set_temperature(0.9f);
-  sampled.mutable_sampling()->set_top_p(0.8f);
-  sampled.mutable_sampling()->set_seed(42);
-  requests.push_back(sampled);
-  return requests;
-}
-
 TEST_F(GpuServicesTest, Float32OnTheGpuEqualsTheCpuEngine) {
   for (const std::string fixture : {"v3_tiny", "v2_lite_tiny", "v3_tiny_fp8"}) {
-    const ReferenceModel& reference = Reference("tests/fixtures/" + fixture);
+    absl::StatusOr<const ReferenceModel*> loaded = SharedReferenceModel(SourcePath("tests/fixtures/" + fixture));
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const ReferenceModel& reference = **loaded;
     ClusterOptions options;
     options.model_directory = SourcePath("tests/fixtures/" + fixture);
     options.num_shards = 2;
@@ -68,7 +43,7 @@ TEST_F(GpuServicesTest, Float32OnTheGpuEqualsTheCpuEngine) {
     auto cluster = ServiceCluster::Start(options);
     ASSERT_TRUE(cluster.ok()) << fixture << ": " << cluster.status();
     double worst = 0.0;
-    for (const v1::SequenceRequest& request : Requests(reference.config().vocab_size)) {
+    for (const v1::SequenceRequest& request : EquivalenceRequests(reference.config().vocab_size)) {
       auto expected = reference.Generate(request);
       ASSERT_TRUE(expected.ok()) << expected.status();
       const GenerationOutput actual = RunGenerate((*cluster)->stub(), request);
@@ -98,7 +73,9 @@ TEST_F(GpuServicesTest, Float32OnTheGpuEqualsTheCpuEngine) {
 }
 
 TEST_F(GpuServicesTest, Bf16ServingThroughTheRouterMatchesTheCpuEngine) {
-  const ReferenceModel& reference = Reference("models/prose");
+  absl::StatusOr<const ReferenceModel*> loaded = SharedReferenceModel(SourcePath("models/prose"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ReferenceModel& reference = **loaded;
   auto tokenizer = Tokenizer::FromFile(SourcePath("models/tokenizer.json"));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   ClusterOptions options;

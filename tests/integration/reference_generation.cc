@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "attention-svc/model_metadata.h"
 #include "engine/core/status_macros.h"
@@ -47,6 +48,15 @@ absl::StatusOr<ReferenceOutput> ReferenceModel::Generate(const v1::SequenceReque
     }
   }
   return output;
+}
+
+absl::StatusOr<const ReferenceModel*> SharedReferenceModel(const std::string& directory) {
+  static std::map<std::string, std::unique_ptr<ReferenceModel>> models;
+  std::unique_ptr<ReferenceModel>& model = models[directory];
+  if (!model) {
+    EXPERTMESH_ASSIGN_OR_RETURN(model, ReferenceModel::Load(directory));
+  }
+  return model.get();
 }
 
 double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {

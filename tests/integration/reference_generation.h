@@ -30,6 +30,10 @@ class ReferenceModel {
   std::vector<int32_t> eos_token_ids_;
 };
 
+// The reference for the model in `directory`, loaded on first use and kept for the rest of the
+// process (the tests compare several clusters against one model). Test-thread use only.
+absl::StatusOr<const ReferenceModel*> SharedReferenceModel(const std::string& directory);
+
 // max |a - b| over both, divided by max |b| (inf when sizes differ).
 double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b);
 

@@ -100,4 +100,19 @@ v1::SequenceRequest MakeRequest(std::vector<int32_t> prompt, uint32_t max_tokens
   return request;
 }
 
+std::vector<v1::SequenceRequest> EquivalenceRequests(int64_t vocab) {
+  std::vector<v1::SequenceRequest> requests;
+  for (int length : {1, 5, 12}) {
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < length; ++i) prompt.push_back(static_cast<int32_t>((37 * i + 11 * length + 3) % vocab));
+    requests.push_back(MakeRequest(prompt, 10));
+  }
+  v1::SequenceRequest sampled = MakeRequest({5, 80, 13, static_cast<int32_t>(200 % vocab)}, 10);
+  sampled.mutable_sampling()->set_temperature(0.9f);
+  sampled.mutable_sampling()->set_top_p(0.8f);
+  sampled.mutable_sampling()->set_seed(42);
+  requests.push_back(sampled);
+  return requests;
+}
+
 }  // namespace expertmesh::testing

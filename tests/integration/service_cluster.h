@@ -67,4 +67,8 @@ GenerationOutput RunGenerate(v1::AttentionService::Stub& stub, const v1::Sequenc
 
 v1::SequenceRequest MakeRequest(std::vector<int32_t> prompt, uint32_t max_tokens, bool include_logits = true);
 
+// The requests the equivalence tests send: greedy prompts of 1, 5 and 12 tokens and one sampled
+// request (temperature 0.9, top-p 0.8, seed 42), 10 new tokens each, ids below `vocab`.
+std::vector<v1::SequenceRequest> EquivalenceRequests(int64_t vocab);
+
 }  // namespace expertmesh::testing

@@ -4,7 +4,6 @@
 // several, each shard sums its own experts and attention-svc adds the shard sums, so float32
 // additions happen in a different order: equal within 1e-5 relative.
 #include <cstdio>
-#include <map>
 
 #include "absl/strings/str_cat.h"
 
@@ -25,37 +24,13 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return absl::StrCat(info.param.fixture, "_", info.param.shards, "_shards");
 }
 
-const ReferenceModel& Reference(const std::string& fixture) {
-  static std::map<std::string, std::unique_ptr<ReferenceModel>> models;
-  auto& model = models[fixture];
-  if (!model) {
-    auto loaded = ReferenceModel::Load(SourcePath("tests/fixtures/" + fixture));
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    model = *std::move(loaded);
-  }
-  return *model;
-}
-
-std::vector<v1::SequenceRequest> Requests(int64_t vocab) {
-  std::vector<v1::SequenceRequest> requests;
-  for (int length : {1, 5, 12}) {
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < length; ++i) prompt.push_back(static_cast<int32_t>((37 * i + 11 * length + 3) % vocab));
-    requests.push_back(MakeRequest(prompt, 10));
-  }
-  v1::SequenceRequest sampled = MakeRequest({5, 80, 13, 200 % static_cast<int32_t>(vocab)}, 10);
-  sampled.mutable_sampling()->set_temperature(0.9f);
-  sampled.mutable_sampling()->set_top_p(0.8f);
-  sampled.mutable_sampling()->set_seed(42);
-  requests.push_back(sampled);
-  return requests;
-}
-
 class DistributedEqualsMonolithic : public ::testing::TestWithParam<Case> {};
 
 TEST_P(DistributedEqualsMonolithic, TokensAndLogits) {
   const Case& c = GetParam();
-  const ReferenceModel& reference = Reference(c.fixture);
+  absl::StatusOr<const ReferenceModel*> loaded = SharedReferenceModel(SourcePath("tests/fixtures/" + c.fixture));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ReferenceModel& reference = **loaded;
   ClusterOptions options;
   options.model_directory = SourcePath("tests/fixtures/" + c.fixture);
   options.num_shards = c.shards;
@@ -63,7 +38,7 @@ TEST_P(DistributedEqualsMonolithic, TokensAndLogits) {
   ASSERT_TRUE(cluster.ok()) << cluster.status();
 
   double worst = 0.0;
-  for (const v1::SequenceRequest& request : Requests(reference.config().vocab_size)) {
+  for (const v1::SequenceRequest& request : EquivalenceRequests(reference.config().vocab_size)) {
     auto expected = reference.Generate(request);
     ASSERT_TRUE(expected.ok()) << expected.status();
     const GenerationOutput actual = RunGenerate((*cluster)->stub(), request);
@@ -97,7 +72,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, DistributedEqualsMonolithic,
                          CaseName);
 
 TEST(DistributedBf16Wire, CloseToMonolithicButNotEqual) {
-  const ReferenceModel& reference = Reference("v3_tiny");
+  absl::StatusOr<const ReferenceModel*> loaded = SharedReferenceModel(SourcePath("tests/fixtures/v3_tiny"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ReferenceModel& reference = **loaded;
   ClusterOptions options;
   options.model_directory = SourcePath("tests/fixtures/v3_tiny");
   options.num_shards = 2;

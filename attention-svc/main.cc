@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -250,8 +249,6 @@ int main(int argc, char** argv) {
   expertmesh::rpc::BlockTerminationSignals();
   absl::SetProgramUsageMessage(
       "attention-svc --model DIR --expert-shards host:port,...|dns:NAME:PORT|@FILE [--listen ADDR]");
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  expertmesh::rpc::ParseDashedCommandLine(argc, argv);
   return expertmesh::attention_service::Run();
 }

@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -323,8 +322,6 @@ int main(int argc, char** argv) {
   expertmesh::rpc::BlockTerminationSignals();
   absl::SetProgramUsageMessage(
       "expert-svc --model DIR --shard-index i --num-shards N [--shard-name NAME] [--listen ADDR] [--experts SPEC]");
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  expertmesh::rpc::ParseDashedCommandLine(argc, argv);
   return expertmesh::expert_service::Run();
 }

@@ -25,7 +25,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -364,10 +363,7 @@ int main(int argc, char** argv) {
       "  list | load-parent NAME DIR | create-blend (--recipe FILE | --recipe-file NAME | NAME --lambdas p=L,... "
       "--base P [--delta D]) | drop NAME | set-default NAME | set-split NAME=W ... | clear-split | get-split | "
       "commit NAME VERSION (--shard) | abort NAME VERSION (--shard)");
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  const std::vector<std::string> args = expertmesh::rpc::ParseDashedCommandLine(argc, argv);
   signal(SIGINT, OnInterrupt);
-  std::vector<std::string> args(positional.begin() + 1, positional.end());
   return Run(args);
 }

@@ -14,7 +14,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -124,9 +123,7 @@ int main(int argc, char** argv) {
   sigemptyset(&interrupt);
   sigaddset(&interrupt, SIGINT);
   pthread_sigmask(SIG_BLOCK, &interrupt, nullptr);
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);  // --max-tokens too
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  expertmesh::rpc::ParseDashedCommandLine(argc, argv);  // --max-tokens too
   if (!absl::GetFlag(FLAGS_health).empty()) return HealthCheck(absl::GetFlag(FLAGS_health));
 
   v1::GenerateRequest request;

@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
 #include "engine/metrics/service_metrics.h"
@@ -172,11 +171,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "router-svc --tokenizer FILE --attention ADDRS [--listen ADDR] [--max-running N --max-waiting M] "
       "[--max-tokens-limit K] [--max-prompt-tokens P]");
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);  // --max-running too
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
-  if (positional.size() > 1) {
-    std::cerr << "error: unexpected argument '" << positional[1] << "'\n";
+  const std::vector<std::string> positional = expertmesh::rpc::ParseDashedCommandLine(argc, argv);  // --max-running
+  if (!positional.empty()) {
+    std::cerr << "error: unexpected argument '" << positional[0] << "'\n";
     return 2;
   }
   return expertmesh::router_service::Run();

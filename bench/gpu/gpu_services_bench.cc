@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -192,8 +191,6 @@ int Run(const char* argv0) {
 }  // namespace expertmesh::bench
 
 int main(int argc, char** argv) {
-  std::vector<std::string> arguments = expertmesh::rpc::NormalizeFlagNames(argc, argv);
-  std::vector<char*> normalized = expertmesh::rpc::ArgvPointers(arguments);
-  absl::ParseCommandLine(static_cast<int>(arguments.size()), normalized.data());
+  expertmesh::rpc::ParseDashedCommandLine(argc, argv);
   return expertmesh::bench::Run(argv[0]);
 }

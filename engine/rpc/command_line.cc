@@ -1,6 +1,8 @@
 // Flag-name normalization for the service binaries.
 #include "engine/rpc/command_line.h"
 
+#include "absl/flags/parse.h"
+
 namespace expertmesh::rpc {
 
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
@@ -29,6 +31,13 @@ std::vector<char*> ArgvPointers(std::vector<std::string>& arguments) {
   for (std::string& argument : arguments) pointers.push_back(argument.data());
   pointers.push_back(nullptr);
   return pointers;
+}
+
+std::vector<std::string> ParseDashedCommandLine(int argc, char** argv) {
+  std::vector<std::string> arguments = NormalizeFlagNames(argc, argv);
+  std::vector<char*> pointers = ArgvPointers(arguments);
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arguments.size()), pointers.data());
+  return std::vector<std::string>(positional.begin() + (positional.empty() ? 0 : 1), positional.end());
 }
 
 }  // namespace expertmesh::rpc

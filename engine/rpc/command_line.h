@@ -15,4 +15,8 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
 // argv-style pointers into `arguments` (which must outlive them), null-terminated.
 std::vector<char*> ArgvPointers(std::vector<std::string>& arguments);
 
+// NormalizeFlagNames, then absl::ParseCommandLine (which exits with a message on a bad flag).
+// Returns the positional arguments, without the program name.
+std::vector<std::string> ParseDashedCommandLine(int argc, char** argv);
+
 }  // namespace expertmesh::rpc

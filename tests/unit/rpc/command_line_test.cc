@@ -6,7 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/flags/flag.h"
+
 #include "attention-svc/model_metadata.h"
+
+ABSL_FLAG(int, test_shard_count, 0, "a dashed flag for ParseDashedCommandLine's test");
 
 namespace expertmesh {
 namespace {
@@ -19,6 +23,15 @@ TEST(CommandLineTest, DashesInFlagNamesBecomeUnderscores) {
   const auto normalized = rpc::NormalizeFlagNames(static_cast<int>(argv.size()), argv.data());
   EXPECT_EQ(normalized, (std::vector<std::string>{"expert-svc", "--shard_index=2", "--num_shards", "4",
                                                   "-max_message_mb=1", "--model=/a-b/c-d", "--", "--not-a-flag"}));
+}
+
+TEST(CommandLineTest, ParseDashedCommandLineSetsFlagsAndReturnsPositionals) {
+  std::vector<std::string> raw = {"tool", "--test-shard-count=3", "list", "--", "--literal"};
+  std::vector<char*> argv;
+  for (auto& s : raw) argv.push_back(s.data());
+  const std::vector<std::string> positional = rpc::ParseDashedCommandLine(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(absl::GetFlag(FLAGS_test_shard_count), 3);
+  EXPECT_EQ(positional, (std::vector<std::string>{"list", "--literal"}));
 }
 
 TEST(ModelMetadataTest, ReadsAndMergesEosIds) {

@@ -168,22 +168,26 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // cuBLAS paths first: their per-shape heuristics are then warm for the auto run.
     // The tensor-core path twice: with the grid over every local expert and 8-way split-k (the
     // phase-1 launch shape) and with the compact grid (only experts with rows, adaptive split-k).
+    // The compact grid also with register weight loads instead of the cp.async rings.
     struct Variant {
       ExpertGemmPath path;
       bool compact;
+      bool ring;
       const char* name;
     };
-    const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, "cublas-loop"},
-                                {ExpertGemmPath::kCublasStreams, true, "cublas-4-streams"},
-                                {ExpertGemmPath::kDirect, false, "direct-mma-every-expert-grid"},
-                                {ExpertGemmPath::kDirect, true, "direct-mma"},
-                                {ExpertGemmPath::kAuto, true, "auto"}};
+    const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
+                                {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
+                                {ExpertGemmPath::kDirect, false, false, "direct-mma-every-expert-grid"},
+                                {ExpertGemmPath::kDirect, true, false, "direct-mma-registers"},
+                                {ExpertGemmPath::kDirect, true, true, "direct-mma"},
+                                {ExpertGemmPath::kAuto, true, true, "auto"}};
     for (const Variant& variant : variants) {
       const ExpertGemmPath path = variant.path;
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
       if (prefill && path == ExpertGemmPath::kDirect && !variant.compact) continue;
       experts.set_path(path);
       experts.set_compact_expert_grid(variant.compact);
+      experts.set_weight_ring(variant.ring);
       {
         DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
                                 out->as<float>(), false};

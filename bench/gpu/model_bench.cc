@@ -3,7 +3,10 @@
 // weights through the CPU loader, routed experts straight into device memory), then for the same
 // prompts times prefill and greedy decode (device loop, with and without a CUDA graph), checks the
 // first greedy tokens and last-position logits against HF's, and prints tokens/s and the ratio.
-// Usage: gpu_model_bench MODEL_DIR (MODEL_DIR/hf_results.json from hf_baseline.py)
+// Usage: gpu_model_bench MODEL_DIR [--profile] (MODEL_DIR/hf_results.json from hf_baseline.py); with
+// --profile only one batch-1 decode step per kernel set, between cudaProfilerStart/Stop (for ncu).
+#include <cuda_profiler_api.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -61,7 +64,7 @@ void Release(GpuModel& model, const Prefilled& p) {
   for (int64_t s : p.sequences) model.ReleaseSequence(s);
 }
 
-int Run(const std::string& directory) {
+int Run(const std::string& directory, bool profile) {
   std::ifstream in(directory + "/hf_results.json");
   if (!in) {
     std::fprintf(stderr, "no %s/hf_results.json (run hf_baseline.py first)\n", directory.c_str());
@@ -108,6 +111,26 @@ int Run(const std::string& directory) {
               host_load_s, expert_load_s, Seconds(start), model.DeviceWeightBytes() / 1e9,
               (*experts)->DeviceWeightBytes() / 1e9, model.DeviceCacheBytes() / 1e9);
 
+  if (profile) {
+    // One batch-1 decode step (device loop) per linear-layer path, bracketed for
+    // `ncu --profile-from-start off`: the defaults, then the skinny tensor-core linears.
+    const auto prompts = hf["decode"][0]["prompts"].get<std::vector<std::vector<int32_t>>>();
+    const std::vector<std::vector<int32_t>> one = {prompts[0]};
+    const int64_t default_rows = model.options().decode_linear_max_rows;
+    for (int skinny = 0; skinny < 2; ++skinny) {
+      model.set_decode_linear_max_rows(skinny ? 16 : default_rows);
+      Prefilled p = Prefill(model, one);
+      Die(model.GenerateGreedy(p.sequences, p.first_tokens, 2, false).status(), "warm-up");
+      std::vector<int32_t> next = {0};
+      cudaProfilerStart();
+      Die(model.GenerateGreedy(p.sequences, next, 1, false).status(), "profiled step");
+      cudaProfilerStop();
+      Release(model, p);
+      std::printf("profiled one decode step with %s linears\n", skinny ? "skinny tensor-core" : "the default");
+    }
+    model.set_decode_linear_max_rows(default_rows);
+    return 0;
+  }
   std::vector<std::string> table;
   for (const nlohmann::json& entry : hf["decode"]) {
     const int64_t batch = entry["batch"], steps = entry["steps"];
@@ -119,21 +142,25 @@ int Run(const std::string& directory) {
     Prefilled warm = Prefill(model, prompts);
     Die(model.GenerateGreedy(warm.sequences, warm.first_tokens, 4, true).status(), "warm-up");
     Release(model, warm);
-    // Runs: 0 device loop, 1 CUDA graph, 2 CUDA graph with the phase-1 kernels (cuBLAS for every
-    // linear layer with its bf16 conversions, expert grid over every local expert), measured in
-    // the same process for the before/after comparison.
-    double results[3] = {0, 0, 0};
-    std::vector<std::vector<int32_t>> tokens[3];
+    // Runs, measured in the same process: 0 device loop and 1 CUDA graph with the defaults; 2 CUDA
+    // graph with the other linear-layer path (skinny tensor-core kernels <-> cuBLAS); 3 CUDA graph
+    // with the phase-1 launch shapes (cuBLAS for every linear layer with its bf16 conversions,
+    // expert grid over every local expert); 4 CUDA graph with the defaults but register weight
+    // loads instead of the cp.async rings (skinny linears and experts).
+    double results[5] = {0, 0, 0, 0, 0};
+    std::vector<std::vector<int32_t>> tokens[5];
     Prefilled first_run;
-    const int64_t fused_rows = model.options().decode_linear_max_rows;
-    for (int run = 0; run < 3; ++run) {
-      const bool phase1 = run == 2;
-      model.set_decode_linear_max_rows(phase1 ? 0 : fused_rows);
-      experts_ref.set_compact_expert_grid(!phase1);
-      if (phase1) {  // warm-up of the other kernels
-        Prefilled warm_phase1 = Prefill(model, prompts);
-        Die(model.GenerateGreedy(warm_phase1.sequences, warm_phase1.first_tokens, 4, true).status(), "warm-up");
-        Release(model, warm_phase1);
+    const int64_t default_rows = model.options().decode_linear_max_rows;
+    const int64_t other_rows = default_rows > 0 ? 0 : 16;
+    for (int run = 0; run < 5; ++run) {
+      model.set_decode_linear_max_rows(run == 2 ? other_rows : run == 3 ? 0 : default_rows);
+      experts_ref.set_compact_expert_grid(run != 3);
+      model.set_decode_linear_weight_ring(run != 4);
+      experts_ref.set_weight_ring(run != 4);
+      if (run >= 2) {  // warm-up of the other kernels
+        Prefilled warm_other = Prefill(model, prompts);
+        Die(model.GenerateGreedy(warm_other.sequences, warm_other.first_tokens, 4, true).status(), "warm-up");
+        Release(model, warm_other);
       }
       Prefilled p = Prefill(model, prompts);
       const auto t0 = std::chrono::steady_clock::now();
@@ -144,11 +171,13 @@ int Run(const std::string& directory) {
       if (run == 0) first_run = p;
       Release(model, p);
     }
-    model.set_decode_linear_max_rows(fused_rows);
+    model.set_decode_linear_max_rows(default_rows);
     experts_ref.set_compact_expert_grid(true);
+    model.set_decode_linear_weight_ring(true);
+    experts_ref.set_weight_ring(true);
     int64_t same_as_phase1 = 0;
     for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t i = 0; i < steps && tokens[1][b][i] == tokens[2][b][i]; ++i) ++same_as_phase1;
+      for (int64_t i = 0; i < steps && tokens[1][b][i] == tokens[3][b][i]; ++i) ++same_as_phase1;
     }
     // Agreement with HF (bf16 both sides, different kernels: near-ties may flip, so reported).
     double diff = 0, scale = 0;
@@ -161,7 +190,10 @@ int Run(const std::string& directory) {
     for (int64_t i = 0; i < steps && tokens[1][0][i] == hf_greedy[0][i]; ++i) ++prefix0;
     const double hf_tps = entry["decode_tokens_per_s"];
     const double ours_loop = batch * steps / results[0], ours_graph = batch * steps / results[1];
-    const double phase1_graph = batch * steps / results[2];
+    const double other_graph = batch * steps / results[2], phase1_graph = batch * steps / results[3];
+    const double registers_graph = batch * steps / results[4];
+    const char* default_linears = default_rows > 0 ? "skinny linears" : "cuBLAS linears";
+    const char* other_linears = default_rows > 0 ? "cuBLAS linears" : "skinny linears";
     std::string grouped = "";
     const std::string key = "decode_b" + std::to_string(batch);
     if (hf["grouped_mm"].contains(key)) {
@@ -169,12 +201,13 @@ int Run(const std::string& directory) {
       grouped = absl::StrFormat(" | HF grouped_mm %.1f tok/s -> %.1fx", g, ours_graph / g);
     }
     table.push_back(absl::StrFormat(
-        "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph %8.1f tok/s "
-        "(%.1fx) | phase-1 kernels, CUDA graph %8.1f tok/s (%.1fx; new/phase-1 %.2fx)%s | graph==loop tokens: %s | "
-        "greedy prefix = phase-1 for %lld/%lld tokens | first token = HF for %lld/%lld, seq 0 greedy prefix %lld/%lld, "
-        "last logits rel diff %.3g",
-        (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, ours_graph, ours_graph / hf_tps, phase1_graph,
-        phase1_graph / hf_tps, ours_graph / phase1_graph, grouped, tokens[0] == tokens[1] ? "yes" : "NO",
+        "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph (%s) %8.1f "
+        "tok/s (%.1fx) | %s, CUDA graph %8.1f tok/s (%.1fx) | phase-1 launch shapes, CUDA graph %8.1f tok/s (%.1fx; "
+        "ours/phase-1 %.2fx) | register weight loads, CUDA graph %8.1f tok/s (rings/registers %.2fx)%s | graph==loop tokens: %s | greedy prefix = phase-1 for %lld/%lld tokens | first token = "
+        "HF for %lld/%lld, seq 0 greedy prefix %lld/%lld, last logits rel diff %.3g",
+        (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, default_linears, ours_graph, ours_graph / hf_tps,
+        other_linears, other_graph, other_graph / hf_tps, phase1_graph, phase1_graph / hf_tps,
+        ours_graph / phase1_graph, registers_graph, ours_graph / registers_graph, grouped, tokens[0] == tokens[1] ? "yes" : "NO",
         (long long)same_as_phase1, (long long)(batch * steps), (long long)first_same, (long long)batch,
         (long long)prefix0, (long long)steps, scale > 0 ? diff / scale : diff));
     std::printf("%s\n", table.back().c_str());
@@ -219,5 +252,5 @@ int main(int argc, char** argv) {
     std::printf("skipped: no GPU\n");
     return 0;
   }
-  return expertmesh::Run(argv[1]);
+  return expertmesh::Run(argv[1], argc > 2 && std::string(argv[2]) == "--profile");
 }

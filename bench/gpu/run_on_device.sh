@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check]: the GPU backend's device call, in the repo root there,
+# bench/gpu/run_on_device.sh [all|check|compare|profile]: the GPU backend's device call, in the repo root there,
 # from .gpu-bundle/bundle.tar.xz (made here by bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
-#   check: GPU tests, the GPU services test, the quick expert benchmark, memcheck of the kernels.
+#   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
+#          memcheck of the new kernels.
+#   compare: the changed kernels' GPU tests and benchmarks beside a baseline build's benchmarks.
+#   profile: per-kernel times (ncu) of one batch-1 decode step, with the tests of the changed code.
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
 #          on the GPU (throughput), the CPU services benchmark on the machine's cores, sanitizers.
 # Every step has its own timeout; a summary goes to $OUT/summary.txt, tables to $OUT/*.md|tsv,
@@ -34,6 +37,54 @@ log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.ma
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 B=$BUNDLE/bin
 
+if [[ $mode == compare ]]; then
+  # The changed code's GPU tests, then its benchmarks beside the same benchmarks of a baseline
+  # build (.gpu-bundle-base/bundle.tar.xz: gpu_expert_bench and gpu_model_bench of the commit
+  # before the change; carry it too), in the same call on the same GPU.
+  BASE=/tmp/gpu-base
+  rm -rf "$BASE" && mkdir -p "$BASE" && tar -C "$BASE" -xJf .gpu-bundle-base/bundle.tar.xz || { log "no base bundle"; exit 1; }
+  for t in cuda_ops_test cuda_experts_test gpu_model_test gpu_fixture_test; do step "$t" 150 "$B/$t" --gtest_color=no; done
+  step expert_bench 200 "$B/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
+  grep -E "^experts" "$LOGS/expert_bench.log" | grep -E "direct|auto" | grep -E "tokens (1|4|16|64|128|256) " | cut -f2-5 \
+    | tee -a "$SUMMARY" >/dev/null
+  step base_expert_bench_quick 60 env LD_LIBRARY_PATH="$BASE/lib:/usr/local/cuda/lib64" "$BASE/bin/gpu_expert_bench" --quick \
+    --tsv "$OUT/base_expert_bench_quick.tsv"
+  grep -E "^experts" "$LOGS/base_expert_bench_quick.log" | grep -E "direct-mma\s|auto" | cut -f2-5 | sed 's/^/base: /' \
+    | tee -a "$SUMMARY" >/dev/null
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
+  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
+  step base_model_bench 150 env LD_LIBRARY_PATH="$BASE/lib:/usr/local/cuda/lib64" "$BASE/bin/gpu_model_bench" \
+    /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/base_model_bench.log" | sed 's/^/base: /' | tee -a "$SUMMARY" >/dev/null
+  log "done (compare) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == profile ]]; then
+  # Kernel times of one batch-1 decode step (fused decode path, then phase-1 kernels) under ncu,
+  # plus the tests of the changed code and the quick benchmarks.
+  for t in cuda_ops_test cuda_experts_test gpu_model_test gpu_fixture_test; do step "$t" 120 "$B/$t" --gtest_color=no; done
+  SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  step memcheck_ops 120 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
+  step racecheck_ops 120 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*:*Split*
+  step expert_bench 150 "$B/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
+  grep -E "^experts" "$LOGS/expert_bench.log" | grep -E "direct|auto" | grep -E "tokens (1|4|16|64) " | cut -f2-5 \
+    | tee -a "$SUMMARY" >/dev/null
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
+  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | grep decode | tee -a "$SUMMARY" >/dev/null
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  step ncu_decode 240 "$NCU" --profile-from-start off --clock-control none --csv \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__registers_per_thread \
+    "$B/gpu_model_bench" /tmp/v2lite-4layers --profile
+  cp "$LOGS/ncu_decode.log" "$OUT/ncu_decode.csv"
+  log "done (profile) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
 for t in cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test gpu_device_flag_test; do
   step "$t" 120 "$B/$t" --gtest_color=no
 done
@@ -41,7 +92,11 @@ step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
 
 if [[ $mode == check ]]; then
   step expert_bench_quick 60 "$B/gpu_expert_bench" --quick --tsv "$OUT/expert_bench_quick.tsv"
-  grep -E "^experts" "$LOGS/expert_bench_quick.log" | grep -E "tokens (1|4|16) " | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
+  grep -E "^experts" "$LOGS/expert_bench_quick.log" | grep -E "tokens (1|4|16|64) " | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
+  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
   if [[ -n $SANITIZER ]]; then
     step memcheck_ops 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*
     step memcheck_experts 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
@@ -63,16 +118,13 @@ grep -E "^loaded" "$LOGS/model_bench.log" | tail -1 | tee -a "$SUMMARY" >/dev/nu
 step gpu_services_bench 150 "$B/gpu_services_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
   --markdown="$OUT/gpu_services_bench.md"
 cat "$OUT/gpu_services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
-step services_bench_cpu 240 "$B/fanout_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
-  --markdown="$OUT/services_bench.md" ${SERVICES_BENCH_ARGS:-}
+step services_bench_cpu ${SERVICES_BENCH_TIMEOUT:-170} "$B/fanout_bench" --bin-dir="$BUNDLE" \
+  --work-dir=/tmp/services-bench --markdown="$OUT/services_bench.md" ${SERVICES_BENCH_ARGS:-}
+cat "$OUT/services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
 if [[ -n $SANITIZER ]]; then
-  step memcheck_ops 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
-  step memcheck_experts 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
-    --gtest_filter=-*ManySlots*
-  step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
-  step racecheck_ops 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*
-  step racecheck_experts 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
-    --gtest_filter=*Compact*
-  step memcheck_blend 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_blend_test"
+  step memcheck_experts 70 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+    --gtest_filter=*Compact*:*Errors*:*DeviceBatch*:*Fp8Block*
+  step memcheck_model 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
+  step memcheck_ops 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
 fi
 log "done in $(( $(date +%s) - START ))s"

@@ -161,22 +161,26 @@ TEST_F(CudaExpertsTest, Fp8BlockScaledMatchesCpuOnDequantizedWeights) {
   }
 }
 
-// The tensor-core path with the compact grid (only experts with rows; split-k 1, 2 or 4 here)
-// and with the phase-1 grid (every local expert, 8-way split-k), bf16 and FP8, on a shape large
+// The tensor-core path with the compact grid (only experts with rows; split-k 1, 2 or 4 here;
+// weights through the cp.async rings or register loads) and with the phase-1 grid (every local expert, 8-way split-k), bf16 and FP8, on a shape large
 // enough for the split choice to vary with the token count.
 TEST_F(CudaExpertsTest, CompactAndPhase1ExpertGridsMatchCpu) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     Build(Shape{1024, 512, 16}, format);
     gpu_->set_path(ExpertGemmPath::kDirect);
-    for (bool compact : {true, false}) {
+    for (int variant = 0; variant < 3; ++variant) {  // compact + ring, compact + registers, phase-1 grid
+      const bool compact = variant < 2, ring = variant == 0;
       gpu_->set_compact_expert_grid(compact);
+      gpu_->set_weight_ring(ring);
       for (int64_t tokens : {1, 5, 40}) {
         for (int64_t layer : {1, 3}) {
-          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
-              << "format " << int(format) << " compact " << compact << " tokens " << tokens << " layer " << layer;
+          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance) << "format " << int(format) << " compact " << compact
+                                                               << " ring " << ring << " tokens " << tokens
+                                                               << " layer " << layer;
         }
       }
     }
+    gpu_->set_weight_ring(true);
   }
 }
 

@@ -137,9 +137,43 @@ TEST_P(GpuModelTest, Float32MatchesCpuWithHostAndDeviceExperts) {
 
 TEST_P(GpuModelTest, Bf16WithTensorCoreExpertsIsClose) {
   Pair p = Build(Config(), ElementType::kBF16, GpuExpertFormat::kBF16, true);
-  const double error = CompareWithCpu(p);
-  std::printf("[gpu-model] %s bf16: max relative logit error %.3g\n", GetParam() ? "V3" : "V2-Lite", error);
-  EXPECT_LT(error, kBf16Tolerance);
+  for (int64_t skinny_rows : {int64_t(0), int64_t(16)}) {  // cuBLAS linears, then the skinny kernels
+    p.gpu->set_decode_linear_max_rows(skinny_rows);
+    const double error = CompareWithCpu(p);
+    std::printf("[gpu-model] %s bf16, %s linears: max relative logit error %.3g\n", GetParam() ? "V3" : "V2-Lite",
+                skinny_rows > 0 ? "skinny" : "cuBLAS", error);
+    EXPECT_LT(error, kBf16Tolerance);
+  }
+}
+
+// StepOptions::routed_experts (the attention tier's fan-out pinned to a step's weight set) replaces
+// the model's experts for that step: the logits equal the CPU engine's with those experts, and
+// differ from the ones with the model's own.
+TEST_P(GpuModelTest, StepOptionsExpertsReplaceTheModelsExperts) {
+  Pair p = Build(Config(), ElementType::kF32, GpuExpertFormat::kF32, true);
+  Experts other = RandomExpertPair(p.config, GpuExpertFormat::kF32, 99);
+  auto cpu_other = DeepseekModel::Create(p.config, testing::RandomModelWeights(p.config, 7), other.cpu.get());
+  ASSERT_TRUE(cpu_other.ok()) << cpu_other.status();
+  for (RoutedExperts* step_experts : {static_cast<RoutedExperts*>(other.cpu.get()),
+                                      static_cast<RoutedExperts*>(other.gpu.get())}) {
+    LatentKvCache cache = (*cpu_other)->NewCache(), own_cache = p.cpu->NewCache();
+    auto sequence = p.gpu->NewSequence();
+    ASSERT_TRUE(sequence.ok());
+    StepOptions with_other;
+    with_other.routed_experts = step_experts;
+    for (size_t begin = 0, end = 7; begin < kPrompt.size(); begin = end, end = begin + 1) {
+      const auto tokens = std::span(kPrompt.data() + begin, end - begin);
+      SequenceInput cpu_in{&cache, tokens, false}, own_in{&own_cache, tokens, false};
+      GpuSequenceInput gpu_in{*sequence, tokens, false};
+      auto expected = (*cpu_other)->Step(std::span(&cpu_in, 1));
+      auto own = p.cpu->Step(std::span(&own_in, 1));
+      auto actual = p.gpu->Step(std::span(&gpu_in, 1), with_other);
+      ASSERT_TRUE(expected.ok() && own.ok() && actual.ok()) << expected.status() << own.status() << actual.status();
+      EXPECT_LT(testing::RelativeMaxError((*actual)[0].values(), (*expected)[0].values()), kF32Tolerance);
+      EXPECT_GT(testing::RelativeMaxError((*actual)[0].values(), (*own)[0].values()), 1e-2);
+    }
+    p.gpu->ReleaseSequence(*sequence);
+  }
 }
 
 TEST_P(GpuModelTest, BatchedStepEqualsSingleSequences) {

@@ -41,7 +41,8 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   std::vector<int32_t> offsets;
   const int64_t expert_bytes = 3 * hidden * intermediate * 2;
   if (path == ExpertGemmPath::kAuto && !batch.capturable && !fp8 &&
-      expert_bytes >= options_.min_expert_bytes_for_cublas) {
+      expert_bytes >= options_.min_expert_bytes_for_cublas &&
+      !(options_.compact_expert_grid && tokens <= options_.max_tokens_direct_for_large_experts)) {
     path = ExpertGemmPath::kCublasStreams;
   }
   // Rows per expert never exceed the token count (a token picks an expert at most once).
@@ -88,6 +89,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
       down_grid = {grid_experts, s.active.as<int32_t>(),
                    cuda::ChooseSplitK((hidden + 15) / 16, expected, intermediate, target_warps)};
     }
+    gate_up_grid.weight_ring = down_grid.weight_ring = options_.weight_ring;
     EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertGateUp(s.rows.as<uint16_t>(), s.offsets.as<int32_t>(), gate_up_grid,
                                                         pointers, scales, fp8, hidden, intermediate,
                                                         s.h.as<uint16_t>(), stream));

@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
     return absl::InvalidArgumentError("CudaRoutedExperts: hidden and intermediate sizes must be multiples of 8");
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
+  EXPERTMESH_RETURN_IF_ERROR(cuda::PrepareExpertKernels());  // before any graph capture
   std::unique_ptr<CudaRoutedExperts> experts(new CudaRoutedExperts(options));
   experts->device_ = cuda::CurrentDevice();
   EXPERTMESH_ASSIGN_OR_RETURN(experts->blas_[0], cuda::CublasContext::Create());
@@ -135,8 +136,12 @@ absl::StatusOr<CudaRoutedExperts::ExpertStorage*> CudaRoutedExperts::SlotFor(int
 absl::Status CudaRoutedExperts::UploadTables(LayerStorage& layer) {
   const size_t slots = layer.slots.size();
   EXPERTMESH_RETURN_IF_ERROR(Grow(layer.device_slot_of_expert, layer.slot_of_expert.size() * sizeof(int32_t)));
-  EXPERTMESH_RETURN_IF_ERROR(layer.device_slot_of_expert.CopyFromHost(layer.slot_of_expert.data(),
-                                                                      layer.slot_of_expert.size() * sizeof(int32_t)));
+  // Stream-ordered with the kernels that read the tables (stream_ does not wait for the legacy stream).
+  cudaStream_t stream = AsStream(stream_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(layer.device_slot_of_expert.data(), layer.slot_of_expert.data(),
+                                                        layer.slot_of_expert.size() * sizeof(int32_t),
+                                                        cudaMemcpyHostToDevice, stream),
+                                        "slot table upload"));
   std::vector<const void*> pointers(4 * slots);
   for (size_t s = 0; s < slots; ++s) {
     pointers[s] = layer.slots[s].gate_up.data();
@@ -145,7 +150,10 @@ absl::Status CudaRoutedExperts::UploadTables(LayerStorage& layer) {
     pointers[3 * slots + s] = layer.slots[s].down_scale.data();
   }
   EXPERTMESH_RETURN_IF_ERROR(Grow(layer.device_pointers, pointers.size() * sizeof(void*)));
-  return layer.device_pointers.CopyFromHost(pointers.data(), pointers.size() * sizeof(void*));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(layer.device_pointers.data(), pointers.data(),
+                                                        pointers.size() * sizeof(void*), cudaMemcpyHostToDevice, stream),
+                                        "pointer table upload"));
+  return CudaStatus(cudaStreamSynchronize(stream), "table upload");  // `pointers` is freed on return
 }
 
 absl::Status CudaRoutedExperts::UploadTensor(std::span<const std::byte> bytes, DType dtype, int64_t rows, int64_t cols,
@@ -176,8 +184,12 @@ absl::Status CudaRoutedExperts::UploadTensor(std::span<const std::byte> bytes, D
       if (fp8_source) {
         EXPERTMESH_ASSIGN_OR_RETURN(staging, DeviceBuffer::Allocate(bytes.size()));
         EXPERTMESH_ASSIGN_OR_RETURN(staged_scale, DeviceBuffer::Allocate(scale.size()));
-        EXPERTMESH_RETURN_IF_ERROR(staging.CopyFromHost(bytes.data(), bytes.size()));
-        EXPERTMESH_RETURN_IF_ERROR(staged_scale.CopyFromHost(scale.data(), scale.size()));
+        // On the conversion's own stream: a synchronous cudaMemcpy runs on the legacy stream,
+        // which this non-blocking stream does not wait for (a pageable copy may still be in flight).
+        EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+            cudaMemcpyAsync(staging.data(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice, s), "expert upload"));
+        EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+            cudaMemcpyAsync(staged_scale.data(), scale.data(), scale.size(), cudaMemcpyHostToDevice, s), "scale upload"));
         EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(staging.as<uint8_t>(), staged_scale.as<float>(), rows,
                                                                   cols, rows, static_cast<uint16_t*>(destination), s));
       } else {
@@ -189,7 +201,8 @@ absl::Status CudaRoutedExperts::UploadTensor(std::span<const std::byte> bytes, D
           source = widened.data();
         }
         EXPERTMESH_ASSIGN_OR_RETURN(staging, DeviceBuffer::Allocate(count * sizeof(float)));
-        EXPERTMESH_RETURN_IF_ERROR(staging.CopyFromHost(source, count * sizeof(float)));
+        EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+            cudaMemcpyAsync(staging.data(), source, count * sizeof(float), cudaMemcpyHostToDevice, s), "expert upload"));
         EXPERTMESH_RETURN_IF_ERROR(
             cuda::LaunchFloatToBFloat16(staging.as<float>(), static_cast<uint16_t*>(destination), count, s));
       }

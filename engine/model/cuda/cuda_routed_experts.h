@@ -47,10 +47,16 @@ struct CudaExpertOptions {
   // that path read the weights faster than the tensor-core kernels at every batch size (45-88%
   // of copy bandwidth vs 42-73%); for V2-Lite experts (17 MB) the kernels won up to 256 tokens.
   int64_t min_expert_bytes_for_cublas = int64_t(32) << 20;
+  // ... except for batches of at most this many tokens, which take the tensor-core kernels (no
+  // host synchronisation; bench/RESULTS.md compares both paths).
+  int64_t max_tokens_direct_for_large_experts = 4;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
   bool compact_expert_grid = true;
+  // Tensor-core path: weights stream through per-warp cp.async rings in shared memory (false:
+  // register loads, kept for side-by-side benchmarks).
+  bool weight_ring = true;
 };
 
 // The stored bytes of one expert's three tensors (zero-copy views of a checkpoint). FP8 tensors
@@ -103,6 +109,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   const CudaExpertOptions& options() const { return options_; }
   void set_path(ExpertGemmPath path) { options_.path = path; }
   void set_compact_expert_grid(bool compact) { options_.compact_expert_grid = compact; }
+  void set_weight_ring(bool ring) { options_.weight_ring = ring; }
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.

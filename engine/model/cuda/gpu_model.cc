@@ -11,6 +11,7 @@
 #include "engine/core/status_macros.h"
 #include "engine/model/mla_attention.h"
 #include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/decode_linear.h"
 #include "engine/ops/cuda/model_kernels.h"
 #include "engine/ops/rope.h"
 
@@ -56,6 +57,7 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelConfig& co
     return absl::InvalidArgumentError("GpuModelOptions: sizes must be positive");
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
+  EXPERTMESH_RETURN_IF_ERROR(cuda::PrepareDecodeLinearKernels());  // before any graph capture
   std::unique_ptr<GpuModel> model(new GpuModel(config, options, routed_experts));
   model->device_ = cuda::CurrentDevice();
   model->cuda_experts_ = dynamic_cast<CudaRoutedExperts*>(routed_experts);
@@ -135,6 +137,10 @@ absl::Status GpuModel::Initialize(const ModelWeights& weights) {
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.kv_expanded, options_.max_sequence_length * heads *
                                                          (config_.qk_nope_head_dim + config_.v_head_dim) * 4));
   EXPERTMESH_RETURN_IF_ERROR(Allocate(b.final_rows, options_.max_logit_rows * hidden * 4));
+  // The decode attention's split partials: at most 8 heads x the SMs' worth of (rank + 2) floats
+  // (cuda::LaunchMlaAttention); sized for up to 256 SMs.
+  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.attention_split, int64_t(8) * 256 * (config_.kv_lora_rank + 2) * 4));
+  EXPERTMESH_RETURN_IF_ERROR(Allocate(b.argmax_parts, options_.max_logit_rows * 64 * 8));
   if (cuda_experts_ == nullptr && routed_experts_ != nullptr) {
     EXPERTMESH_RETURN_IF_ERROR(Allocate(b.routed_out, t * hidden * 4));
   }
@@ -220,8 +226,11 @@ absl::Status GpuModel::ValidateInputs(std::span<const GpuSequenceInput> inputs) 
 absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceInput> inputs,
                                                    const StepOptions& step_options) {
   expert_deadline_ = step_options.expert_deadline;
+  // Experts other than the model's own take the host path (the model's may live on the device).
+  step_experts_ = step_options.routed_experts != routed_experts_ ? step_options.routed_experts : nullptr;
   absl::StatusOr<std::vector<Tensor>> logits = Step(inputs, step_options.observer);
   expert_deadline_ = std::chrono::steady_clock::time_point::max();
+  step_experts_ = nullptr;
   return logits;
 }
 
@@ -367,7 +376,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> GpuModel::GenerateGreedy(std::
     EXPERTMESH_RETURN_IF_ERROR(Linear(b.final_rows.as<float>(), batch, weights_.lm_head, b.logits.as<float>()));
     return cuda::LaunchGreedyAdvance(b.logits.as<float>(), batch, config_.vocab_size, b.token_ids.as<int32_t>(),
                                      b.token_pos.as<int32_t>(), b.first_pos.as<int32_t>(), b.generated.as<int32_t>(),
-                                     steps, stream);
+                                     steps, stream, b.argmax_parts.data(), static_cast<int64_t>(b.argmax_parts.bytes()));
   };
   absl::Status status;
   if (use_cuda_graph) {

@@ -41,10 +41,15 @@ struct GpuModelOptions {
   // does for prefill); kAbsorbed uses the decode kernel for every token. Decode-only steps and
   // GenerateGreedy always use the absorbed kernel.
   AttentionAlgorithm prefill_attention = AttentionAlgorithm::kNaive;
-  // bf16 linear layers of steps with at most this many tokens (decode) run on the skinny
-  // tensor-core kernels (float32 activations rounded while loading: no conversion kernels, fused
-  // SwiGLU); larger steps use cuBLAS. 0: cuBLAS always (the phase-1 path, for comparisons).
-  int64_t decode_linear_max_rows = 16;
+  // bf16 linear layers of steps with at most this many tokens run on the skinny tensor-core
+  // kernels (float32 activations rounded while loading: no conversion kernels, fused SwiGLU)
+  // instead of cuBLAS. 0 (default): cuBLAS always. Measured on an H100 (bench/RESULTS.md, V2-Lite
+  // widths, CUDA graph): cuBLAS's GEMV-shaped kernels won at batch 1 (1222 vs 1086 tok/s) and 8
+  // (4990 vs 4462) and tied at 32 and 64, their bf16 conversion kernels included.
+  int64_t decode_linear_max_rows = 0;
+  // The skinny kernels stream weights through cp.async rings in shared memory (false: register
+  // loads, for side-by-side benchmarks).
+  bool decode_linear_weight_ring = true;
 };
 
 struct GpuSequenceInput {
@@ -63,6 +68,7 @@ class GpuModel {
   const ModelConfig& config() const { return config_; }
   const GpuModelOptions& options() const { return options_; }
   void set_decode_linear_max_rows(int64_t rows) { options_.decode_linear_max_rows = rows; }
+  void set_decode_linear_weight_ring(bool ring) { options_.decode_linear_weight_ring = ring; }
   uint64_t DeviceWeightBytes() const { return weights_.ByteSize(); }
   uint64_t DeviceCacheBytes() const;
 
@@ -75,8 +81,10 @@ class GpuModel {
   // else [1, vocab]). On error no sequence changes length.
   absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs,
                                            const RoutingObserver* observer = nullptr);
-  // The same with StepOptions: its observer, and its expert deadline handed to a host-side
-  // RoutedExperts (remote shards fail past it). micro_batches is ignored: a GPU step is one batch.
+  // The same with StepOptions: its observer, its routed experts (this step's instead of the
+  // model's, e.g. the fan-out pinned to the step's weight set; always reached from the host), and
+  // its expert deadline handed to a host-side RoutedExperts (remote shards fail past it).
+  // micro_batches is ignored: a GPU step is one batch.
   absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs, const StepOptions& step_options);
 
   // Greedy decoding of `steps` tokens for each sequence, whose next input is next_tokens[b]
@@ -102,6 +110,8 @@ class GpuModel {
     cuda::DeviceBuffer gemm_input, final_rows, logits;
     cuda::DeviceBuffer cache_rows, kv_expanded, scores;  // naive prefill attention
     cuda::DeviceBuffer routed_out;  // host-side experts' sum, uploaded ([tokens, hidden])
+    cuda::DeviceBuffer attention_split;  // partials of the decode attention split over positions
+    cuda::DeviceBuffer argmax_parts;     // greedy decoding's per-slice maxima
     int64_t table_positions = 0;
   };
   // One sequence of the step being run (for the naive attention's per-sequence GEMMs).
@@ -149,6 +159,7 @@ class GpuModel {
   void* host_staging_ = nullptr;
   size_t host_staging_bytes_ = 0;
   std::chrono::steady_clock::time_point expert_deadline_ = std::chrono::steady_clock::time_point::max();
+  RoutedExperts* step_experts_ = nullptr;  // StepOptions::routed_experts of the step being run
   float softmax_scale_ = 1.0f;
   int64_t max_pages_per_sequence_ = 0;
   std::vector<Sequence> sequences_;

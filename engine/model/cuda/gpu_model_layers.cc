@@ -45,7 +45,8 @@ bool GpuModel::UsesDecodeLinear(const DeviceMatrix& w, int64_t rows) const {
 
 absl::Status GpuModel::Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate) {
   if (UsesDecodeLinear(w, rows)) {
-    return cuda::LaunchDecodeLinear(x, rows, w.cols, w.data.as<uint16_t>(), w.rows, y, accumulate, stream_);
+    return cuda::LaunchDecodeLinear(x, rows, w.cols, w.data.as<uint16_t>(), w.rows, y, accumulate, stream_,
+                                    options_.decode_linear_weight_ring);
   }
   const void* input = AsGemmInput(x, rows * w.cols, w.type);
   return blas_->Linear(input, rows, w.cols, w.data.data(), w.rows, y, w.type, ElementType::kF32, stream_, accumulate);
@@ -55,7 +56,8 @@ absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t toke
   Buffers& b = *buffers_;
   if (UsesDecodeLinear(mlp.gate_up, tokens) && UsesDecodeLinear(mlp.down, tokens)) {
     EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDecodeSwiGlu(x, tokens, mlp.gate_up.cols, mlp.gate_up.data.as<uint16_t>(),
-                                                        mlp.intermediate, b.h.as<float>(), stream_));
+                                                        mlp.intermediate, b.h.as<float>(), stream_,
+                                                        options_.decode_linear_weight_ring));
     InvalidateGemmInput();  // h has new contents
     return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
   }
@@ -135,7 +137,9 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
   EXPERTMESH_RETURN_IF_ERROR(blas_->Gemm(absorb, AsGemmInput(b.q.as<float>(), tokens * heads * qk, type),
                                          w.kv_b_proj.data.data(), b.q_absorbed.data(), type, ElementType::kF32, stream_));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaAttention(b.q_absorbed.as<float>(), b.q.as<float>(), softmax_scale_, dims,
-                                                      cache, tokens, b.context.as<float>(), stream_));
+                                                      cache, tokens, b.context.as<float>(), stream_,
+                                                      b.attention_split.as<float>(),
+                                                      static_cast<int64_t>(b.attention_split.bytes() / 4)));
   // heads_out[t, h] = W_uv[h] ([v_dim, rank] rows of kv_b_proj) * context[t, h].
   cuda::GemmShape value;
   value.m = tokens;
@@ -254,7 +258,7 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
     (*observer)(layer, ids, tokens, top_k);
   }
-  if (cuda_experts_ != nullptr) {
+  if (cuda_experts_ != nullptr && step_experts_ == nullptr) {
     DeviceExpertBatch batch{layer, tokens, top_k, b.normed.as<float>(), b.expert_ids.as<int32_t>(),
                             b.expert_weights.as<float>(), b.mlp_out.as<float>(), false, capturable};
     absl::Status status = cuda_experts_->ComputeOnDevice(batch, stream_);
@@ -315,14 +319,20 @@ absl::Status GpuModel::HostExperts(int64_t layer, int64_t tokens, const DeviceLa
   batch.expert_ids = std::span<const int32_t>(ids, tokens * top_k);
   batch.gate_weights = std::span<const float>(weights, tokens * top_k);
   batch.deadline = expert_deadline_;
-  std::future<absl::Status> routed = routed_experts_->ComputeAsync(batch, std::span<float>(out, tokens * hidden));
+  if (b.routed_out.bytes() < static_cast<size_t>(tokens * hidden * 4)) {
+    b.routed_out = cuda::DeviceBuffer();
+    EXPERTMESH_ASSIGN_OR_RETURN(b.routed_out,
+                                cuda::DeviceBuffer::Allocate(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
+  }
+  RoutedExperts* experts = step_experts_ != nullptr ? step_experts_ : routed_experts_;
+  std::future<absl::Status> routed = experts->ComputeAsync(batch, std::span<float>(out, tokens * hidden));
   // Meanwhile the shared experts (or zeros) fill mlp_out on the GPU.
   absl::Status shared = w.shared_experts
                             ? SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false)
                             : CudaStatus(cudaMemsetAsync(b.mlp_out.data(), 0, tokens * hidden * 4, stream), "cudaMemsetAsync");
-  const absl::Status experts = routed.get();  // always waited on: `out` is written until then
-  if (!experts.ok()) {
-    return absl::Status(experts.code(), absl::StrCat("routed experts of layer ", layer, ": ", experts.message()));
+  const absl::Status computed = routed.get();  // always waited on: `out` is written until then
+  if (!computed.ok()) {
+    return absl::Status(computed.code(), absl::StrCat("routed experts of layer ", layer, ": ", computed.message()));
   }
   EXPERTMESH_RETURN_IF_ERROR(shared);
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.routed_out.data(), out, tokens * hidden * 4,

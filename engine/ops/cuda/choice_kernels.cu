@@ -3,6 +3,7 @@
 // row argmax, and the greedy step that writes the next token into the decode state.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -206,6 +207,52 @@ GreedyAdvanceKernel(const float* logits, int64_t vocab, int32_t* token_ids, int3
   }
 }
 
+// Two-stage greedy step for large vocabularies: block (b, p) finds the first maximum of its slice
+// of row b; the finishing block of row b merges the slices (larger value, then lower index) and
+// does GreedyAdvanceKernel's bookkeeping.
+__global__ void __launch_bounds__(256)
+ArgMaxSliceKernel(const float* logits, int64_t vocab, int64_t slice, float* part_value, int32_t* part_index) {
+  const int b = blockIdx.x, p = blockIdx.y;
+  const int64_t begin = int64_t(p) * slice;
+  const int64_t count = begin < vocab ? (vocab - begin < slice ? vocab - begin : slice) : 0;
+  const int index = count > 0 ? BlockArgMax(logits + int64_t(b) * vocab + begin, count) : -1;
+  if (threadIdx.x == 0) {
+    part_value[b * gridDim.y + p] = count > 0 ? logits[int64_t(b) * vocab + begin + index] : -INFINITY;
+    part_index[b * gridDim.y + p] = count > 0 ? static_cast<int32_t>(begin + index) : -1;
+  }
+}
+
+__global__ void GreedyFinishKernel(const float* part_value, const int32_t* part_index, int parts, int32_t* token_ids,
+                                   int32_t* token_pos, const int32_t* first_pos, int32_t* generated,
+                                   int64_t max_steps) {
+  // One warp per row: each lane merges its slices, then the lanes merge (larger, then lower index).
+  const int b = blockIdx.x, lane = threadIdx.x;
+  float best = -INFINITY;
+  int32_t best_index = -1;
+  for (int p = lane; p < parts; p += 32) {
+    const int32_t index = part_index[b * parts + p];
+    const float value = part_value[b * parts + p];
+    if (index >= 0 && (best_index < 0 || value > best || (value == best && index < best_index))) {
+      best = value;
+      best_index = index;
+    }
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+    if (other_index >= 0 && (best_index < 0 || other > best || (other == best && other_index < best_index))) {
+      best = other;
+      best_index = other_index;
+    }
+  }
+  if (lane != 0) return;
+  if (best_index < 0) best_index = 0;
+  token_ids[b] = best_index;
+  const int64_t step = int64_t(token_pos[b]) - first_pos[b];
+  if (step >= 0 && step < max_steps) generated[b * max_steps + step] = best_index;
+  token_pos[b] += 1;
+}
+
 }  // namespace
 
 absl::Status LaunchMoeGate(const float* logits, const float* bias, const GateConfig& gate, int64_t tokens, int32_t* ids,
@@ -228,8 +275,21 @@ absl::Status LaunchArgMaxRows(const float* logits, int64_t rows, int64_t vocab, 
 
 absl::Status LaunchGreedyAdvance(const float* logits, int64_t batch, int64_t vocab, int32_t* token_ids,
                                  int32_t* token_pos, const int32_t* first_pos, int32_t* generated, int64_t max_steps,
-                                 void* stream) {
+                                 void* stream, void* scratch, int64_t scratch_bytes) {
   if (batch <= 0) return absl::OkStatus();
+  constexpr int64_t kSlice = 2048;
+  const int64_t parts = std::min<int64_t>(64, (vocab + kSlice - 1) / kSlice);
+  const int64_t slice = (vocab + parts - 1) / parts;
+  if (parts > 1 && scratch != nullptr && batch * parts * 8 <= scratch_bytes) {
+    auto* part_value = static_cast<float*>(scratch);
+    auto* part_index = reinterpret_cast<int32_t*>(part_value + batch * parts);
+    ArgMaxSliceKernel<<<dim3(static_cast<unsigned>(batch), static_cast<unsigned>(parts)), 256, 0, AsStream(stream)>>>(
+        logits, vocab, slice, part_value, part_index);
+    if (absl::Status launched = LastLaunchStatus("ArgMaxSliceKernel"); !launched.ok()) return launched;
+    GreedyFinishKernel<<<static_cast<unsigned>(batch), 32, 0, AsStream(stream)>>>(
+        part_value, part_index, static_cast<int>(parts), token_ids, token_pos, first_pos, generated, max_steps);
+    return LastLaunchStatus("GreedyFinishKernel");
+  }
   GreedyAdvanceKernel<<<static_cast<unsigned>(batch), kArgMaxThreads, 0, AsStream(stream)>>>(
       logits, vocab, token_ids, token_pos, first_pos, generated, max_steps);
   return LastLaunchStatus("GreedyAdvanceKernel");

@@ -15,6 +15,7 @@ namespace {
 
 using namespace warp_mma;  // NOLINT: the shared MMA helpers
 
+template <bool kRing>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocksPerSm)
 DecodeLinearKernel(const float* __restrict__ x, int32_t rows, int64_t k, const uint16_t* __restrict__ weight, int64_t n,
                    int split, bool accumulate, float* __restrict__ y) {
@@ -24,10 +25,12 @@ DecodeLinearKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   const int g = lane / 4, t = lane % 4;
   const int64_t row_a = unit * 16 + g, row_b = row_a + 8;
   const bool a_ok = row_a < n, b_ok = row_b < n;
+  extern __shared__ uint4 skinny_ring[];
+  uint4* ring = WarpRing<false, kRing>(skinny_ring, warp);
   for (int32_t first = 0; first < rows; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
-    WarpProduct<false>(weight, nullptr, k, row_a, a_ok, 0, row_b, b_ok, 0, x, first, rows, t, g,
-                       int64_t(k_part) * kStep, int64_t(split) * kStep, acc);
+    WarpProduct<false, kRing>(weight, nullptr, k, unit * 16, n, 0, unit * 16 + 8, n, 0, x, first, rows, t, g,
+                       int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll
@@ -50,6 +53,7 @@ DecodeLinearKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   }
 }
 
+template <bool kRing>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocksPerSm)
 DecodeSwiGluKernel(const float* __restrict__ x, int32_t rows, int64_t k, const uint16_t* __restrict__ gate_up,
                    int64_t intermediate, int split, float* __restrict__ h) {
@@ -59,10 +63,13 @@ DecodeSwiGluKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   const int g = lane / 4, t = lane % 4;
   const int64_t j = unit * 8 + g;
   const bool j_ok = j < intermediate;
+  extern __shared__ uint4 skinny_ring[];
+  uint4* ring = WarpRing<false, kRing>(skinny_ring, warp);
   for (int32_t first = 0; first < rows; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
-    WarpProduct<false>(gate_up, nullptr, k, j, j_ok, 0, intermediate + j, j_ok, 0, x, first, rows, t, g,
-                       int64_t(k_part) * kStep, int64_t(split) * kStep, acc);
+    WarpProduct<false, kRing>(gate_up, nullptr, k, unit * 8, intermediate, 0, intermediate + unit * 8, 2 * intermediate, 0, x,
+                       first, rows, t, g,
+                       int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll
@@ -74,7 +81,7 @@ DecodeSwiGluKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   }
 }
 
-// About 16 warps per SM in all, >= 2 steps of k per warp.
+// Within about 16 warps per SM in all (one wave), >= 2 steps of k per warp.
 int SplitFor(int64_t units, int64_t k) {
   static int sm_count = [] {
     int device = 0, count = 0;
@@ -86,7 +93,7 @@ int SplitFor(int64_t units, int64_t k) {
   }();
   const int64_t target = int64_t(sm_count) * 16;
   int split = 1;
-  while (split < kWarpsPerBlock && units * split < target && k >= int64_t(2 * split) * 2 * kStep) split *= 2;
+  while (split < kWarpsPerBlock && units * split * 2 <= target && k >= int64_t(2 * split) * 2 * kStep) split *= 2;
   return split;
 }
 
@@ -103,29 +110,46 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 
 }  // namespace
 
+absl::Status PrepareDecodeLinearKernels() {
+  static PreparedPerDevice kernels([] {
+    cudaError_t error = AllowRing(DecodeLinearKernel<true>, kRingBytes<false>);
+    if (error == cudaSuccess) error = AllowRing(DecodeSwiGluKernel<true>, kRingBytes<false>);
+    return error;
+  });
+  return CudaStatus(kernels.Ensure(), "decode linear kernel shared-memory attributes");
+}
+
 absl::Status LaunchDecodeLinear(const float* x, int64_t rows, int64_t k, const uint16_t* weight, int64_t n, float* y,
-                                bool accumulate, void* stream) {
+                                bool accumulate, void* stream, bool weight_ring) {
   if (absl::Status status = CheckShape("LaunchDecodeLinear", rows, k, n); !status.ok()) return status;
+  if (absl::Status status = PrepareDecodeLinearKernels(); !status.ok()) return status;
   if (rows == 0) return absl::OkStatus();
   const int64_t units = (n + 15) / 16;
   const int split = SplitFor(units, k);
   const int64_t units_per_block = kWarpsPerBlock / split;
   const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
-  DecodeLinearKernel<<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(x, static_cast<int32_t>(rows), k, weight, n,
-                                                                          split, accumulate, y);
+  const auto launch = [&](auto kernel, int ring_bytes) {
+    kernel<<<blocks, kWarpsPerBlock * 32, ring_bytes, AsStream(stream)>>>(x, static_cast<int32_t>(rows), k, weight, n,
+                                                                        split, accumulate, y);
+  };
+  weight_ring ? launch(DecodeLinearKernel<true>, kRingBytes<false>) : launch(DecodeLinearKernel<false>, 0);
   return LastLaunchStatus("DecodeLinearKernel");
 }
 
 absl::Status LaunchDecodeSwiGlu(const float* x, int64_t rows, int64_t k, const uint16_t* gate_up,
-                                int64_t intermediate, float* h, void* stream) {
+                                int64_t intermediate, float* h, void* stream, bool weight_ring) {
   if (absl::Status status = CheckShape("LaunchDecodeSwiGlu", rows, k, intermediate); !status.ok()) return status;
+  if (absl::Status status = PrepareDecodeLinearKernels(); !status.ok()) return status;
   if (rows == 0) return absl::OkStatus();
   const int64_t units = (intermediate + 7) / 8;
   const int split = SplitFor(units, k);
   const int64_t units_per_block = kWarpsPerBlock / split;
   const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
-  DecodeSwiGluKernel<<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(x, static_cast<int32_t>(rows), k, gate_up,
-                                                                          intermediate, split, h);
+  const auto launch = [&](auto kernel, int ring_bytes) {
+    kernel<<<blocks, kWarpsPerBlock * 32, ring_bytes, AsStream(stream)>>>(x, static_cast<int32_t>(rows), k, gate_up,
+                                                                        intermediate, split, h);
+  };
+  weight_ring ? launch(DecodeSwiGluKernel<true>, kRingBytes<false>) : launch(DecodeSwiGluKernel<false>, 0);
   return LastLaunchStatus("DecodeSwiGluKernel");
 }
 

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -60,6 +61,52 @@ __global__ void AddRmsNormKernel(float* residual, const float* delta, const int3
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[row * cols + c] = weight[c] * (x[c] * inverse_rms);
 }
 
+// The same for rows of at most kNormThreads * 4 * kNormVectors columns (cols % 4 == 0): each
+// thread keeps its float4s in registers, so the row is read once and written once.
+constexpr int kNormThreads = 512;
+constexpr int kNormVectors = 4;
+
+__global__ void __launch_bounds__(kNormThreads)
+AddRmsNormRegistersKernel(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
+                          int64_t cols, float eps, float* out) {
+  const int64_t row = blockIdx.x;
+  float4* x = reinterpret_cast<float4*>(residual + (source_rows != nullptr ? int64_t(source_rows[row]) : row) * cols);
+  const float4* d = delta != nullptr && source_rows == nullptr ? reinterpret_cast<const float4*>(delta + row * cols)
+                                                               : nullptr;
+  const int64_t quads = cols / 4;
+  float4 v[kNormVectors];
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kNormVectors; ++i) {
+    const int64_t q = threadIdx.x + int64_t(i) * kNormThreads;
+    v[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (q < quads) {
+      v[i] = x[q];
+      if (d != nullptr) {
+        const float4 e = d[q];
+        v[i].x += e.x;
+        v[i].y += e.y;
+        v[i].z += e.z;
+        v[i].w += e.w;
+        x[q] = v[i];
+      }
+      sum += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    }
+  }
+  const float inverse_rms = rsqrtf(BlockSum(sum) / float(cols) + eps);
+  float4* o = reinterpret_cast<float4*>(out + row * cols);
+  const float4* w = reinterpret_cast<const float4*>(weight);
+#pragma unroll
+  for (int i = 0; i < kNormVectors; ++i) {
+    const int64_t q = threadIdx.x + int64_t(i) * kNormThreads;
+    if (q < quads) {
+      const float4 s = w[q];
+      o[q] = make_float4(s.x * (v[i].x * inverse_rms), s.y * (v[i].y * inverse_rms), s.z * (v[i].z * inverse_rms),
+                         s.w * (v[i].w * inverse_rms));
+    }
+  }
+}
+
 __global__ void AddInPlaceKernel(float* a, const float* b, int64_t count) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
     a[i] += b[i];
@@ -79,6 +126,17 @@ __device__ __forceinline__ void RotatePair(float* v, int64_t i, int64_t half, bo
   v[second] = y * c + x * s;
 }
 
+__device__ __forceinline__ void RotatePairTo(const float* source, float* destination, int64_t i, int64_t half,
+                                             bool interleaved, float c, float s) {
+  const int64_t first = interleaved ? 2 * i : i;
+  const int64_t second = interleaved ? 2 * i + 1 : i + half;
+  const float x = source[first], y = source[second];
+  destination[first] = x * c - y * s;
+  destination[second] = y * c + x * s;
+}
+
+// The three independent parts are issued without barriers between them (the shared key is
+// rotated from kv straight into the cache), so their memory latencies overlap.
 __global__ void MlaPrepareKernel(float* q, const float* kv, const float* kv_norm_weight, float eps, const float* cos,
                                  const float* sin, bool interleaved, MlaDims dims, PagedCacheView cache) {
   const int64_t token = blockIdx.x;
@@ -87,23 +145,22 @@ __global__ void MlaPrepareKernel(float* q, const float* kv, const float* kv_norm
   const int64_t half = dims.rope / 2;
   const float* kv_row = kv + token * row_width;
   float* destination = CacheRow(cache, cache.token_seq[token], position, row_width);
-  float sum = 0.0f;
-  for (int64_t c = threadIdx.x; c < dims.rank; c += blockDim.x) sum += kv_row[c] * kv_row[c];
-  const float inverse_rms = rsqrtf(BlockSum(sum) / float(dims.rank) + eps);
-  for (int64_t c = threadIdx.x; c < dims.rank; c += blockDim.x) {
-    destination[c] = kv_norm_weight[c] * (kv_row[c] * inverse_rms);
-  }
-  // The shared key: copy, then rotate in place (one thread per pair, pairs are disjoint).
-  for (int64_t c = threadIdx.x; c < dims.rope; c += blockDim.x) destination[dims.rank + c] = kv_row[dims.rank + c];
-  __syncthreads();
+  // The shared key: rotated pairs (one thread per pair, pairs are disjoint).
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    RotatePair(destination + dims.rank, i, half, interleaved, cos[position * half + i], sin[position * half + i]);
+    RotatePairTo(kv_row + dims.rank, destination + dims.rank, i, half, interleaved, cos[position * half + i],
+                 sin[position * half + i]);
   }
   const int64_t qk = dims.nope + dims.rope;
   for (int64_t index = threadIdx.x; index < dims.heads * half; index += blockDim.x) {
     const int64_t h = index / half, i = index - h * half;
     RotatePair(q + (token * dims.heads + h) * qk + dims.nope, i, half, interleaved, cos[position * half + i],
                sin[position * half + i]);
+  }
+  float sum = 0.0f;
+  for (int64_t c = threadIdx.x; c < dims.rank; c += blockDim.x) sum += kv_row[c] * kv_row[c];
+  const float inverse_rms = rsqrtf(BlockSum(sum) / float(dims.rank) + eps);
+  for (int64_t c = threadIdx.x; c < dims.rank; c += blockDim.x) {
+    destination[c] = kv_norm_weight[c] * (kv_row[c] * inverse_rms);
   }
 }
 
@@ -121,7 +178,7 @@ constexpr int kChunkRow = kMaxRank + kMaxRope;
 template <int kHeadsPerWarp>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
 MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q, float scale, MlaDims dims,
-                   PagedCacheView cache, float* __restrict__ context) {
+                   PagedCacheView cache, float* __restrict__ context, int splits, float* __restrict__ partial) {
   __shared__ float chunk[kChunkPositions * kChunkRow];
   const int64_t token = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -150,9 +207,14 @@ MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q,
     running_max[hh] = -FLT_MAX;
     running_sum[hh] = 0.0f;
   }
+  // Split-k over the cached positions (flash-decoding): block z takes a chunk-aligned range.
   const int64_t length = position + 1;
-  for (int64_t start = 0; start < length; start += kChunkPositions) {
-    const int count = static_cast<int>(length - start < kChunkPositions ? length - start : kChunkPositions);
+  const int64_t per_split =
+      ((length + splits - 1) / splits + kChunkPositions - 1) / kChunkPositions * kChunkPositions;
+  const int64_t range_begin = int64_t(blockIdx.z) * per_split;
+  const int64_t range_end = range_begin + per_split < length ? range_begin + per_split : length;
+  for (int64_t start = range_begin; start < range_end; start += kChunkPositions) {
+    const int count = static_cast<int>(range_end - start < kChunkPositions ? range_end - start : kChunkPositions);
     __syncthreads();
     // One warp per cached position: its row address once, then 16-byte copies (latent, then key).
     for (int j = warp; j < count; j += kAttentionWarps) {
@@ -199,12 +261,58 @@ MlaAttentionKernel(const float* __restrict__ q_abs, const float* __restrict__ q,
   for (int hh = 0; hh < kHeadsPerWarp; ++hh) {
     const int64_t h = first_head + hh;
     if (h >= dims.heads) continue;
+    if (partial != nullptr) {  // unnormalised, with its running max and sum, for the combine
+      float* out = partial + ((token * dims.heads + h) * splits + blockIdx.z) * (rank + 2);
+#pragma unroll
+      for (int i = 0; i < kRankPerLane; ++i) {
+        const int64_t d = lane + 32 * i;
+        if (d < rank) out[d] = accumulator[hh][i];
+      }
+      if (lane == 0) {
+        out[rank] = running_max[hh];
+        out[rank + 1] = running_sum[hh];
+      }
+      continue;
+    }
     const float inverse = 1.0f / running_sum[hh];
 #pragma unroll
     for (int i = 0; i < kRankPerLane; ++i) {
       const int64_t d = lane + 32 * i;
       if (d < rank) context[(token * dims.heads + h) * rank + d] = accumulator[hh][i] * inverse;
     }
+  }
+}
+
+// context[t, h, :] from the splits' partials: sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) sum_s.
+// The split weights are computed once per row (shared memory); empty splits (sum 0) drop out.
+constexpr int kMaxAttentionSplits = 16;
+
+__global__ void __launch_bounds__(256)
+MlaAttentionCombineKernel(const float* __restrict__ partial, int splits, int64_t rank, float* __restrict__ context) {
+  __shared__ float weight[kMaxAttentionSplits];
+  __shared__ float inverse;
+  const int64_t row = blockIdx.x;  // token * heads + head
+  const float* parts = partial + row * splits * (rank + 2);
+  if (threadIdx.x < 32) {
+    const int s = threadIdx.x;
+    const float m = s < splits ? parts[s * (rank + 2) + rank] : -FLT_MAX;
+    const float sum = s < splits ? parts[s * (rank + 2) + rank + 1] : 0.0f;
+    float largest = m;
+    for (int offset = 16; offset > 0; offset /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    const float w = s < splits && sum > 0.0f ? expf(m - largest) : 0.0f;
+    float denominator = w * sum;
+    for (int offset = 16; offset > 0; offset /= 2) denominator += __shfl_xor_sync(0xffffffffu, denominator, offset);
+    if (s < kMaxAttentionSplits) weight[s] = w;
+    if (s == 0) inverse = 1.0f / denominator;
+  }
+  __syncthreads();
+  for (int64_t d = threadIdx.x; d < rank; d += blockDim.x) {
+    float total = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kMaxAttentionSplits; ++s) {
+      if (s < splits && weight[s] != 0.0f) total += weight[s] * parts[s * (rank + 2) + d];
+    }
+    context[row * rank + d] = total * inverse;
   }
 }
 
@@ -255,6 +363,13 @@ absl::Status LaunchEmbeddingRows(const void* table, bool bf16, const int32_t* id
 absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
                               int64_t rows, int64_t cols, float eps, float* out, void* stream) {
   if (rows <= 0) return absl::OkStatus();
+  const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(out) |
+                        reinterpret_cast<uintptr_t>(weight) | reinterpret_cast<uintptr_t>(delta)) % 16 == 0;
+  if (cols % 4 == 0 && cols <= int64_t(kNormThreads) * 4 * kNormVectors && aligned) {
+    AddRmsNormRegistersKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, AsStream(stream)>>>(
+        residual, delta, source_rows, weight, cols, eps, out);
+    return LastLaunchStatus("AddRmsNormRegistersKernel");
+  }
   AddRmsNormKernel<<<static_cast<unsigned>(rows), 256, 0, AsStream(stream)>>>(residual, delta, source_rows, weight,
                                                                               cols, eps, out);
   return LastLaunchStatus("AddRmsNormKernel");
@@ -278,7 +393,8 @@ absl::Status LaunchMlaPrepare(float* q, const float* kv, const float* kv_norm_we
 }
 
 absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale, const MlaDims& dims,
-                                const PagedCacheView& cache, int64_t tokens, float* context, void* stream) {
+                                const PagedCacheView& cache, int64_t tokens, float* context, void* stream,
+                                float* split_scratch, int64_t split_scratch_floats) {
   if (dims.rank > kMaxRank || dims.rope > kMaxRope || dims.rank % 4 != 0 || dims.rope % 4 != 0) {
     return absl::InvalidArgumentError("LaunchMlaAttention: kv_lora_rank <= 512 and rope dim <= 64, multiples of 4");
   }
@@ -292,15 +408,27 @@ absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale,
     return count;
   }();
   const int64_t wide_blocks = (dims.heads + kAttentionWarps * kMaxHeadsPerWarp - 1) / (kAttentionWarps * kMaxHeadsPerWarp);
-  if (tokens * wide_blocks * 2 < sm_count) {
-    const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((dims.heads + kAttentionWarps - 1) / kAttentionWarps));
-    MlaAttentionKernel<1><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims, cache, context);
-  } else {
+  if (tokens * wide_blocks * 2 >= sm_count) {
     const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(wide_blocks));
-    MlaAttentionKernel<kMaxHeadsPerWarp><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims,
-                                                                                              cache, context);
+    MlaAttentionKernel<kMaxHeadsPerWarp><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(
+        q_abs, q, scale, dims, cache, context, 1, nullptr);
+    return LastLaunchStatus("MlaAttentionKernel");
   }
-  return LastLaunchStatus("MlaAttentionKernel");
+  // Few blocks (decode at small batch): one head per warp, and the positions split over up to 16
+  // blocks when `split_scratch` holds the partials.
+  const int64_t narrow_blocks = (dims.heads + kAttentionWarps - 1) / kAttentionWarps;
+  int64_t splits = std::min<int64_t>(kMaxAttentionSplits, sm_count / std::max<int64_t>(tokens * narrow_blocks, 1));
+  if (splits < 2 || split_scratch == nullptr || tokens * dims.heads * splits * (dims.rank + 2) > split_scratch_floats) {
+    splits = 1;
+  }
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(narrow_blocks), static_cast<unsigned>(splits));
+  MlaAttentionKernel<1><<<grid, kAttentionWarps * 32, 0, AsStream(stream)>>>(q_abs, q, scale, dims, cache, context,
+                                                                            static_cast<int>(splits),
+                                                                            splits > 1 ? split_scratch : nullptr);
+  if (absl::Status launched = LastLaunchStatus("MlaAttentionKernel"); !launched.ok() || splits == 1) return launched;
+  MlaAttentionCombineKernel<<<static_cast<unsigned>(tokens * dims.heads), 256, 0, AsStream(stream)>>>(
+      split_scratch, static_cast<int>(splits), dims.rank, context);
+  return LastLaunchStatus("MlaAttentionCombineKernel");
 }
 
 absl::Status LaunchGatherSequenceCache(const PagedCacheView& cache, int64_t sequence, int64_t positions,

@@ -50,8 +50,12 @@ absl::Status LaunchMlaPrepare(float* q, const float* kv, const float* kv_norm_we
 // context[t, h, :] = sum_s softmax_s(scale * (q_abs[t,h] . c_s + q_rope[t,h] . k_s)) c_s over the
 // cached positions s <= token_pos[t] (causal). q_abs is [tokens, heads, rank]; q_rope is read from
 // q [tokens, heads, nope + rope] at offset nope. rank <= 512, rope <= 64.
+// With few blocks (small decode batches) the cached positions are split over several blocks
+// whose partial results (`split_scratch`, tokens * heads * splits * (rank + 2) floats; null = no
+// split) a second kernel combines.
 absl::Status LaunchMlaAttention(const float* q_abs, const float* q, float scale, const MlaDims& dims,
-                                const PagedCacheView& cache, int64_t tokens, float* context, void* stream);
+                                const PagedCacheView& cache, int64_t tokens, float* context, void* stream,
+                                float* split_scratch = nullptr, int64_t split_scratch_floats = 0);
 
 // Naive (prefill) attention: copies positions [0, positions) of `sequence` out of the paged cache
 // layer into out [positions, row_width] (latent, then rotated key).
@@ -81,8 +85,10 @@ absl::Status LaunchArgMaxRows(const float* logits, int64_t rows, int64_t vocab, 
 
 // Greedy decode bookkeeping fused into the argmax: next = argmax(logits[b]); token_ids[b] = next;
 // generated[b * max_steps + token_pos[b] - first_pos[b]] = next; token_pos[b] += 1.
+// With `scratch` (batch * ceil(vocab / 2048, at most 64) * 8 bytes) the argmax runs over vocab
+// slices in parallel and a second kernel merges them; without, one block per row.
 absl::Status LaunchGreedyAdvance(const float* logits, int64_t batch, int64_t vocab, int32_t* token_ids,
                                  int32_t* token_pos, const int32_t* first_pos, int32_t* generated, int64_t max_steps,
-                                 void* stream);
+                                 void* stream, void* scratch = nullptr, int64_t scratch_bytes = 0);
 
 }  // namespace expertmesh::cuda

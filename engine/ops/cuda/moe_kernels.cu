@@ -124,7 +124,7 @@ __global__ void CombineRowsKernel(const float* __restrict__ y, const int32_t* __
   const float* weights = gate_weights + token * top_k;
   const int64_t quads = hidden / 4;
   float4* destination = reinterpret_cast<float4*>(out + token * hidden);
-  for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+  for (int64_t q = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; q < quads; q += int64_t(gridDim.y) * blockDim.x) {
     float4 sum = accumulate ? destination[q] : make_float4(0.f, 0.f, 0.f, 0.f);
     for (int32_t k = 0; k < top_k; ++k) {
       const int32_t row = rows[k];
@@ -159,7 +159,7 @@ __device__ __forceinline__ bool SlotOfBlock(const int32_t* active, int32_t* slot
   return true;
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kRing>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocksPerSm)
 ExpertGateUpKernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ offsets,
                    const int32_t* __restrict__ active, const void* const* __restrict__ gate_up,
@@ -178,10 +178,13 @@ ExpertGateUpKernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ o
   const void* weights = gate_up[slot];
   const float* scale = kFp8 ? gate_up_scale[slot] : nullptr;
   const int64_t gate_scale_rows = (intermediate + 127) / 128;
+  extern __shared__ uint4 skinny_ring[];
+  uint4* ring = WarpRing<kFp8, kRing>(skinny_ring, warp);
   for (int32_t first = begin; first < end; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
-    WarpProduct<kFp8>(weights, scale, hidden, j, j_ok, j / 128, intermediate + j, j_ok, gate_scale_rows + j / 128,
-                      x, first, end, t, g, int64_t(k_part) * kStep, int64_t(split) * kStep, acc);
+    WarpProduct<kFp8, kRing>(weights, scale, hidden, unit * 8, intermediate, j / 128, intermediate + unit * 8, 2 * intermediate,
+                      gate_scale_rows + j / 128, x, first, end, t, g, int64_t(k_part) * kStep, int64_t(split) * kStep,
+                      ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll
@@ -195,7 +198,7 @@ ExpertGateUpKernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ o
   }
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kRing>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocksPerSm)
 ExpertDownKernel(const uint16_t* __restrict__ h, const int32_t* __restrict__ offsets, const int32_t* __restrict__ active,
                  const void* const* __restrict__ down, const float* const* __restrict__ down_scale, int64_t hidden,
@@ -212,10 +215,12 @@ ExpertDownKernel(const uint16_t* __restrict__ h, const int32_t* __restrict__ off
   const bool a_ok = row_a < hidden, b_ok = row_b < hidden;
   const void* weights = down[slot];
   const float* scale = kFp8 ? down_scale[slot] : nullptr;
+  extern __shared__ uint4 skinny_ring[];
+  uint4* ring = WarpRing<kFp8, kRing>(skinny_ring, warp);
   for (int32_t first = begin; first < end; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
-    WarpProduct<kFp8>(weights, scale, intermediate, row_a, a_ok, row_a / 128, row_b, b_ok, row_b / 128, h, first, end,
-                      t, g, int64_t(k_part) * kStep, int64_t(split) * kStep, acc);
+    WarpProduct<kFp8, kRing>(weights, scale, intermediate, unit * 16, hidden, row_a / 128, unit * 16 + 8, hidden, row_b / 128, h,
+                      first, end, t, g, int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll
@@ -289,6 +294,17 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const in
   return LastLaunchStatus("GatherRowsKernel");
 }
 
+absl::Status PrepareExpertKernels() {
+  static PreparedPerDevice kernels([] {
+    cudaError_t error = AllowRing(ExpertGateUpKernel<false, true>, kRingBytes<false>);
+    if (error == cudaSuccess) error = AllowRing(ExpertGateUpKernel<true, true>, kRingBytes<true>);
+    if (error == cudaSuccess) error = AllowRing(ExpertDownKernel<false, true>, kRingBytes<false>);
+    if (error == cudaSuccess) error = AllowRing(ExpertDownKernel<true, true>, kRingBytes<true>);
+    return error;
+  });
+  return CudaStatus(kernels.Ensure(), "expert kernel shared-memory attributes");
+}
+
 static absl::Status CheckExpertLaunch(const char* what, int64_t hidden, int64_t intermediate, const ExpertGrid& grid) {
   if (hidden % 8 != 0 || intermediate % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": hidden and intermediate must be multiples of 8"));
@@ -297,7 +313,7 @@ static absl::Status CheckExpertLaunch(const char* what, int64_t hidden, int64_t 
     return absl::InvalidArgumentError(absl::StrCat(what, ": split must be 1, 2, 4 or 8"));
   }
   if (grid.experts < 0 || grid.experts > 65535) return absl::InvalidArgumentError(absl::StrCat(what, ": bad grid"));
-  return absl::OkStatus();
+  return PrepareExpertKernels();
 }
 
 absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, const ExpertGrid& grid,
@@ -308,12 +324,15 @@ absl::Status LaunchExpertGateUp(const uint16_t* x_rows, const int32_t* offsets, 
   const int64_t units = (intermediate + 7) / 8, units_per_block = kWarpsPerBlock / grid.split;
   const dim3 blocks(static_cast<unsigned>((units + units_per_block - 1) / units_per_block),
                     static_cast<unsigned>(grid.experts));
+  const auto launch = [&](auto kernel, int ring_bytes) {
+    kernel<<<blocks, kWarpsPerBlock * 32, ring_bytes, AsStream(stream)>>>(x_rows, offsets, grid.active, gate_up,
+                                                                        gate_up_scale, hidden, intermediate, grid.split, h);
+  };
   if (fp8) {
-    ExpertGateUpKernel<true><<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(
-        x_rows, offsets, grid.active, gate_up, gate_up_scale, hidden, intermediate, grid.split, h);
+    grid.weight_ring ? launch(ExpertGateUpKernel<true, true>, kRingBytes<true>) : launch(ExpertGateUpKernel<true, false>, 0);
   } else {
-    ExpertGateUpKernel<false><<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(
-        x_rows, offsets, grid.active, gate_up, gate_up_scale, hidden, intermediate, grid.split, h);
+    grid.weight_ring ? launch(ExpertGateUpKernel<false, true>, kRingBytes<false>)
+                     : launch(ExpertGateUpKernel<false, false>, 0);
   }
   return LastLaunchStatus("ExpertGateUpKernel");
 }
@@ -326,20 +345,23 @@ absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, const E
   const int64_t units = (hidden + 15) / 16, units_per_block = kWarpsPerBlock / grid.split;
   const dim3 blocks(static_cast<unsigned>((units + units_per_block - 1) / units_per_block),
                     static_cast<unsigned>(grid.experts));
+  const auto launch = [&](auto kernel, int ring_bytes) {
+    kernel<<<blocks, kWarpsPerBlock * 32, ring_bytes, AsStream(stream)>>>(h, offsets, grid.active, down, down_scale,
+                                                                        hidden, intermediate, grid.split, y);
+  };
   if (fp8) {
-    ExpertDownKernel<true><<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(
-        h, offsets, grid.active, down, down_scale, hidden, intermediate, grid.split, y);
+    grid.weight_ring ? launch(ExpertDownKernel<true, true>, kRingBytes<true>) : launch(ExpertDownKernel<true, false>, 0);
   } else {
-    ExpertDownKernel<false><<<blocks, kWarpsPerBlock * 32, 0, AsStream(stream)>>>(
-        h, offsets, grid.active, down, down_scale, hidden, intermediate, grid.split, y);
+    grid.weight_ring ? launch(ExpertDownKernel<false, true>, kRingBytes<false>) : launch(ExpertDownKernel<false, false>, 0);
   }
   return LastLaunchStatus("ExpertDownKernel");
 }
 
 int ChooseSplitK(int64_t units, int64_t expected_experts, int64_t k, int64_t target_warps) {
   int split = 1;
-  // Double the split while the grid is short of warps and each warp keeps >= 2 steps of k.
-  while (split < kWarpsPerBlock && units * std::max<int64_t>(expected_experts, 1) * split < target_warps &&
+  // Double the split while the grid stays within `target_warps` (one wave: no partial second
+  // wave) and each warp keeps >= 2 steps of k.
+  while (split < kWarpsPerBlock && units * std::max<int64_t>(expected_experts, 1) * split * 2 <= target_warps &&
          k >= int64_t(2 * split) * 2 * kStep) {
     split *= 2;
   }
@@ -359,7 +381,8 @@ absl::Status LaunchCombineExpertRows(const float* y, const int32_t* row_of_slot,
                                      void* stream) {
   if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchCombineExpertRows: hidden must be a multiple of 4");
   if (tokens <= 0) return absl::OkStatus();
-  CombineRowsKernel<<<static_cast<unsigned>(tokens), 256, 0, AsStream(stream)>>>(
+  const unsigned parts = static_cast<unsigned>((hidden / 4 + 255) / 256);  // 1024 columns per block
+  CombineRowsKernel<<<dim3(static_cast<unsigned>(tokens), parts), 256, 0, AsStream(stream)>>>(
       y, row_of_slot, gate_weights, static_cast<int32_t>(top_k), hidden, out, accumulate);
   return LastLaunchStatus("CombineRowsKernel");
 }

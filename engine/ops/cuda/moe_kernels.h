@@ -39,16 +39,23 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const in
 // (from LaunchBuildExpertPermutation), grid row i is slot active[1 + i] while i < active[0], so
 // `experts` need only be min(num_local, token slots). A block's 8 warps take 8 / split units of
 // weight rows, the `split` warps of a unit dividing its k range (1, 2, 4 or 8).
+// `weight_ring`: weights stream through a 3-stage cp.async ring per warp in shared memory (two
+// steps of loads in flight per warp); false: loaded into registers, one step in flight.
 struct ExpertGrid {
   int64_t experts = 0;
   const int32_t* active = nullptr;
   int split = 8;
+  bool weight_ring = true;
 };
 
 // The split that gives about `target_warps` warps in all (e.g. 16 per SM) for `units` units of
 // weight rows per expert and `expected_experts` experts with rows, keeping >= 2 steps of 128 k-values
 // per warp. 8 for few units, 1 when units alone fill the GPU.
 int ChooseSplitK(int64_t units, int64_t expected_experts, int64_t k, int64_t target_warps);
+
+// Sets the tensor-core kernels' shared-memory attributes (their cp.async weight rings). Called by
+// the launchers; call it once before capturing them into a CUDA graph.
+absl::Status PrepareExpertKernels();
 
 // Tensor-core SwiGLU halves for rows grouped by expert (mma.sync, float32 accumulation).
 // gate_up[e] points to expert e's [2I, H] weights (gate rows, then up rows): bf16 with bf16 rows,

@@ -4,8 +4,11 @@
 // device) for decode (1-256 tokens: touched expert weight bytes / time vs copy bandwidth) and
 // prefill (4k-16k tokens: TFLOP/s vs the cuBLAS ceiling) on every product path, and the
 // Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
+// --quick: V2-Lite only; --v3-only, --no-blend, --tokens 1,4 and --variants direct-mma,auto narrow a
+// run (for profilers).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "bench/gpu/gpu_timer.h"
 #include "engine/model/cuda/cuda_routed_experts.h"
 #include "engine/ops/cuda/blend_kernels.h"
@@ -107,8 +111,20 @@ std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, std::mt199
   return ids;
 }
 
+// Restricts a run (e.g. under ncu): only these token counts / variant names (empty = all).
+struct Selection {
+  std::vector<int64_t> tokens;
+  std::vector<std::string> variants;
+  bool Wants(int64_t count) const {
+    return tokens.empty() || std::find(tokens.begin(), tokens.end(), count) != tokens.end();
+  }
+  bool Wants(const std::string& name) const {
+    return variants.empty() || std::find(variants.begin(), variants.end(), name) != variants.end();
+  }
+};
+
 void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& ceilings, cudaStream_t stream,
-                  Report& report) {
+                  const Selection& selection, Report& report) {
   constexpr int kLayers = 4;    // rotate layers so no repetition finds its weights in L2
   constexpr int kRoutings = 6;  // and different routings
   CudaExpertOptions options{s.hidden, s.intermediate, s.n_routed, format};
@@ -144,6 +160,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                              expert_bytes / 1e6));
   std::mt19937_64 rng(42);
   for (int64_t tokens : {1, 4, 16, 64, 128, 256, 4096, 16384}) {
+    if (!selection.Wants(tokens)) continue;
     const bool prefill = tokens >= 4096;
     auto x = DeviceBuffer::Allocate(tokens * s.hidden * 4);
     auto out = DeviceBuffer::Allocate(tokens * s.hidden * 4);
@@ -177,11 +194,13 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
+                                {ExpertGemmPath::kCublasBatched, true, true, "cublas-batched"},
                                 {ExpertGemmPath::kDirect, false, false, "direct-mma-every-expert-grid"},
                                 {ExpertGemmPath::kDirect, true, false, "direct-mma-registers"},
                                 {ExpertGemmPath::kDirect, true, true, "direct-mma"},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
     for (const Variant& variant : variants) {
+      if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
       if (prefill && path == ExpertGemmPath::kDirect && !variant.compact) continue;
@@ -265,10 +284,23 @@ int main(int argc, char** argv) {
   using namespace expertmesh;
   using namespace expertmesh::bench;
   bench::Report report;
-  bool quick = false;
+  bool quick = false, v3_only = false, no_blend = false;
+  Selection selection;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) report.tsv = std::fopen(argv[++i], "w");
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--v3-only") == 0) v3_only = true;
+    if (std::strcmp(argv[i], "--no-blend") == 0) no_blend = true;
+    if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
+      for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
+        selection.tokens.push_back(std::stoll(std::string(part)));
+      }
+    }
+    if (std::strcmp(argv[i], "--variants") == 0 && i + 1 < argc) {
+      for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
+        selection.variants.emplace_back(part);
+      }
+    }
   }
   auto device = cuda::DescribeDevice();
   if (!device.ok()) {
@@ -279,13 +311,13 @@ int main(int argc, char** argv) {
   cudaStream_t stream = nullptr;
   CheckCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   const Ceilings ceilings = MeasureCeilings(stream, report);
-  BenchBlend(ceilings, stream, report);
+  if (!no_blend) BenchBlend(ceilings, stream, report);
   const MoeShape v3{"V3 (H7168 I2048 256e top8, shard 32)", 7168, 2048, 256, 8, 32};
   const MoeShape v2{"V2-Lite (H2048 I1408 64e top6, shard 64)", 2048, 1408, 64, 6, 64};
-  BenchExperts(v2, GpuExpertFormat::kBF16, ceilings, stream, report);
+  if (!v3_only) BenchExperts(v2, GpuExpertFormat::kBF16, ceilings, stream, selection, report);
   if (!quick) {
-    BenchExperts(v3, GpuExpertFormat::kBF16, ceilings, stream, report);
-    BenchExperts(v3, GpuExpertFormat::kFP8Block, ceilings, stream, report);
+    BenchExperts(v3, GpuExpertFormat::kBF16, ceilings, stream, selection, report);
+    BenchExperts(v3, GpuExpertFormat::kFP8Block, ceilings, stream, selection, report);
   }
   if (report.tsv != nullptr) std::fclose(report.tsv);
   return 0;

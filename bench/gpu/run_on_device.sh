@@ -4,7 +4,10 @@
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
 #          memcheck of the new kernels.
 #   compare: the changed kernels' GPU tests and benchmarks beside a baseline build's benchmarks.
-#   profile: per-kernel times (ncu) of one batch-1 decode step, with the tests of the changed code.
+#   iterate: a development round (kernel and model tests, expert and end-to-end benchmarks, ncu
+#            sections of one expert kernel).
+#   profile: the expert tests and benchmark, per-kernel times (ncu) of the expert pipeline at 1 and
+#            16 tokens and of one batch-1 decode step.
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
 #          on the GPU (throughput), the CPU services benchmark on the machine's cores, sanitizers.
 # Every step has its own timeout; a summary goes to $OUT/summary.txt, tables to $OUT/*.md|tsv,
@@ -62,23 +65,43 @@ if [[ $mode == compare ]]; then
   exit 0
 fi
 
-if [[ $mode == profile ]]; then
-  # Kernel times of one batch-1 decode step (fused decode path, then phase-1 kernels) under ncu,
-  # plus the tests of the changed code and the quick benchmarks.
-  for t in cuda_ops_test cuda_experts_test gpu_model_test gpu_fixture_test; do step "$t" 120 "$B/$t" --gtest_color=no; done
-  SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-  step memcheck_ops 120 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
-  step racecheck_ops 120 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*:*Split*
-  step expert_bench 150 "$B/gpu_expert_bench" --tsv "$OUT/expert_bench.tsv"
-  grep -E "^experts" "$LOGS/expert_bench.log" | grep -E "direct|auto" | grep -E "tokens (1|4|16|64) " | cut -f2-5 \
-    | tee -a "$SUMMARY" >/dev/null
-  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
-  grep -E "^HF" "$LOGS/hf_baseline.log" | tee -a "$SUMMARY" >/dev/null
-  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
-  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | grep decode | tee -a "$SUMMARY" >/dev/null
+if [[ $mode == iterate ]]; then
+  # A development round: the GPU tests of the kernels and the model, the expert benchmark (every
+  # path), the end-to-end benchmark, and ncu's warp-stall and memory sections of the tensor-core
+  # gate/up kernel at 1 token (V3 shape, bf16).
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-  step ncu_decode 240 "$NCU" --profile-from-start off --clock-control none --csv \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__registers_per_thread \
+  for t in cuda_ops_test cuda_experts_test gpu_model_test gpu_fixture_test; do step "$t" 150 "$B/$t" --gtest_color=no; done
+  step expert_bench 240 "$B/gpu_expert_bench" --no-blend --tsv "$OUT/expert_bench.tsv"
+  grep -E "^experts" "$LOGS/expert_bench.log" | grep -E "direct-mma|batched|auto" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
+  step ncu_gate_up 120 "$NCU" --clock-control none --section WarpStateStats --section MemoryWorkloadAnalysis \
+    --section LaunchStats --section Occupancy --kernel-name regex:ExpertGateUpKernel --launch-skip 4 --launch-count 1 \
+    "$B/gpu_expert_bench" --v3-only --no-blend --tokens 1 --variants direct-mma
+  cp "$LOGS/ncu_gate_up.log" "$OUT/ncu_gate_up.txt"
+  log "done (iterate) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == profile ]]; then
+  # The expert tests, the expert benchmark (every path), then per-kernel times and DRAM traffic
+  # (ncu, clocks left alone) of the expert pipeline at 1 and 16 tokens (V3 shape, bf16 and FP8,
+  # tensor-core path) and of one batch-1 decode step of the end-to-end model.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size,sm__warps_active.avg.pct_of_peak_sustained_active
+  step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
+  step expert_bench 240 "$B/gpu_expert_bench" --no-blend --tsv "$OUT/expert_bench.tsv"
+  grep -E "^experts" "$LOGS/expert_bench.log" | grep -E "tokens (1|4|16|64|128|256|4096|16384) " | cut -f2-6 \
+    | tee -a "$SUMMARY" >/dev/null
+  for tokens in 1 16; do
+    step "ncu_experts_$tokens" 120 "$NCU" --clock-control none --csv --metrics "$METRICS" \
+      --kernel-name regex:"Expert|Permutation|Gather|Combine" --launch-skip 10 --launch-count 20 \
+      "$B/gpu_expert_bench" --v3-only --no-blend --tokens "$tokens" --variants direct-mma
+    cp "$LOGS/ncu_experts_$tokens.log" "$OUT/ncu_experts_$tokens.csv"
+  done
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  step ncu_decode 200 "$NCU" --profile-from-start off --clock-control none --csv --metrics "$METRICS" \
     "$B/gpu_model_bench" /tmp/v2lite-4layers --profile
   cp "$LOGS/ncu_decode.log" "$OUT/ncu_decode.csv"
   log "done (profile) in $(( $(date +%s) - START ))s"

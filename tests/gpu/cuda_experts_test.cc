@@ -131,7 +131,7 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{72, 40, 8}, Shape{256, 96, 16}}) {
     Build(s, GpuExpertFormat::kBF16);
     for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
-                                ExpertGemmPath::kAuto}) {
+                                ExpertGemmPath::kCublasBatched, ExpertGemmPath::kAuto}) {
       gpu_->set_path(path);
       for (int64_t tokens : {1, 3, 17, 70, 300}) {
         for (int64_t layer : {1, 3}) {
@@ -147,8 +147,9 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
 TEST_F(CudaExpertsTest, Fp8BlockScaledMatchesCpuOnDequantizedWeights) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 136, 8}}) {
     Build(s, GpuExpertFormat::kFP8Block);
+    // kCublasBatched is bf16-only: FP8 experts asking for it take kCublasStreams.
     for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
-                                ExpertGemmPath::kAuto}) {
+                                ExpertGemmPath::kCublasBatched, ExpertGemmPath::kAuto}) {
       gpu_->set_path(path);
       for (int64_t tokens : {1, 9, 130}) {
         EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance)
@@ -162,7 +163,8 @@ TEST_F(CudaExpertsTest, Fp8BlockScaledMatchesCpuOnDequantizedWeights) {
 }
 
 // The tensor-core path with the compact grid (only experts with rows; split-k 1, 2 or 4 here;
-// weights through the cp.async rings or register loads) and with the phase-1 grid (every local expert, 8-way split-k), bf16 and FP8, on a shape large
+// weights through the cp.async rings or register loads) and with the phase-1 grid (every local
+// expert, 8-way split-k), bf16 and FP8, on a shape large
 // enough for the split choice to vary with the token count.
 TEST_F(CudaExpertsTest, CompactAndPhase1ExpertGridsMatchCpu) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
@@ -174,9 +176,8 @@ TEST_F(CudaExpertsTest, CompactAndPhase1ExpertGridsMatchCpu) {
       gpu_->set_weight_ring(ring);
       for (int64_t tokens : {1, 5, 40}) {
         for (int64_t layer : {1, 3}) {
-          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance) << "format " << int(format) << " compact " << compact
-                                                               << " ring " << ring << " tokens " << tokens
-                                                               << " layer " << layer;
+          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance) << "format " << int(format) << " variant " << variant
+                                                               << " tokens " << tokens << " layer " << layer;
         }
       }
     }

@@ -1,5 +1,6 @@
 // CudaRoutedExperts' batch pipeline on the device: permutation by expert, path choice (tensor-core
-// kernels for few rows per expert, cuBLAS per-expert or grouped GEMMs for many), weighted combine.
+// kernels for few rows per expert; for many, cuBLAS per-expert GEMMs on several streams or one
+// pointer batch padded to the largest expert), weighted combine.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -36,21 +37,23 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
 
   const bool f32 = options_.format == GpuExpertFormat::kF32;
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  // kAuto (measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core kernels (no
+  // host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the kernels for
+  // batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS batch above;
+  // FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels rows.
   ExpertGemmPath path = options_.path;
-  if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasStreams;
-  std::vector<int32_t> offsets;
-  const int64_t expert_bytes = 3 * hidden * intermediate * 2;
-  if (path == ExpertGemmPath::kAuto && !batch.capturable && !fp8 &&
-      expert_bytes >= options_.min_expert_bytes_for_cublas &&
-      !(options_.compact_expert_grid && tokens <= options_.max_tokens_direct_for_large_experts)) {
-    path = ExpertGemmPath::kCublasStreams;
-  }
-  // Rows per expert never exceed the token count (a token picks an expert at most once).
-  if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
   if (batch.capturable) {
     if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
     path = ExpertGemmPath::kDirect;
   }
+  if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasStreams;
+  if (path == ExpertGemmPath::kAuto && !fp8 && options_.batched_cublas) {
+    path = tokens <= options_.max_tokens_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasBatched;
+  }
+  // Rows per expert never exceed the token count (a token picks an expert at most once).
+  if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
+  if (path == ExpertGemmPath::kCublasBatched && (fp8 || f32)) path = ExpertGemmPath::kCublasStreams;
+  std::vector<int32_t> offsets;
   if (path != ExpertGemmPath::kDirect) {
     offsets.resize(num_local + 1);
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(offsets.data(), s.offsets.data(),
@@ -71,6 +74,9 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
                                                         : (path == ExpertGemmPath::kDirect && fp8 ? cuda::RowType::kF16
                                                                                                   : cuda::RowType::kBF16),
                                                     stream));
+  // What the combine reads: float32 rows, or the batched path's padded bf16 rows.
+  const void* y = s.y.data();
+  const int32_t* row_of_slot = s.row_of_slot.as<int32_t>();
   if (path == ExpertGemmPath::kDirect) {
     auto* const* pointers = layer.device_pointers.as<const void*>();
     const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
@@ -96,12 +102,103 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
     EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchExpertDown(s.h.as<uint16_t>(), s.offsets.as<int32_t>(), down_grid,
                                                       pointers + num_local, scales + num_local, fp8, hidden,
                                                       intermediate, s.y.as<float>(), stream));
+  } else if (path == ExpertGemmPath::kCublasBatched) {
+    EXPERTMESH_RETURN_IF_ERROR(RunCublasBatched(layer, offsets, slots, &y, &row_of_slot, stream));
   } else {
     EXPERTMESH_RETURN_IF_ERROR(
         RunCublas(layer, offsets, path == ExpertGemmPath::kCublasStreams ? kCublasStreams : 1, stream));
   }
-  return cuda::LaunchCombineExpertRows(s.y.as<float>(), s.row_of_slot.as<int32_t>(), batch.gate_weights, tokens, top_k,
-                                       hidden, batch.output, batch.accumulate, stream);
+  return cuda::LaunchCombineExpertRows(y, row_of_slot, batch.gate_weights, tokens, top_k, hidden, batch.output,
+                                       batch.accumulate, stream, path == ExpertGemmPath::kCublasBatched);
+}
+
+absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std::span<const int32_t> offsets,
+                                                 int64_t slots, const void** y, const int32_t** row_of_slot,
+                                                 void* stream) {
+  Scratch& s = *scratch_;
+  const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
+  const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
+  std::vector<int32_t> with_rows, padded_base(num_local, 0);
+  int64_t largest = 0;
+  for (int64_t e = 0; e < num_local; ++e) {
+    const int64_t count = offsets[e + 1] - offsets[e];
+    if (count == 0) continue;
+    with_rows.push_back(static_cast<int32_t>(e));
+    largest = std::max(largest, count);
+  }
+  const int64_t experts = static_cast<int64_t>(with_rows.size());
+  if (experts == 0) return absl::OkStatus();
+  const int64_t padded_rows = experts * largest;
+  // The first GEMM reads `largest` rows from each expert's first row: past the last expert's rows
+  // by at most `largest` bf16 rows, inside s.rows (sized for float32 rows; see EnsureScratch).
+  if (s.rows.bytes() < static_cast<size_t>((offsets[num_local] + largest) * hidden * 2)) {
+    return absl::InternalError("batched experts: gathered-row buffer too small for the padded reads");
+  }
+  auto grow = [](cuda::DeviceBuffer& buffer, size_t bytes) -> absl::Status {
+    if (buffer.bytes() >= bytes) return absl::OkStatus();
+    buffer = cuda::DeviceBuffer();
+    EXPERTMESH_ASSIGN_OR_RETURN(buffer, cuda::DeviceBuffer::Allocate(bytes));
+    return absl::OkStatus();
+  };
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.batch_pointers, 6 * experts * sizeof(void*)));
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_base, num_local * sizeof(int32_t)));
+  // bf16 products (float32 accumulation inside the GEMMs): half the bytes of the float32 ones
+  // that prefill would otherwise write and read back.
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_gate_up, padded_rows * 2 * intermediate * 2));
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_h, padded_rows * intermediate * 2));
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_y, padded_rows * hidden * 2));
+  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_row_of_slot, slots * sizeof(int32_t)));
+  // Pointer arrays: gate_up GEMM (rows, weights, products), then down GEMM (h, weights, outputs).
+  std::vector<const void*> pointers(6 * experts);
+  auto* rows = static_cast<const std::byte*>(s.rows.data());
+  auto* gate_up = static_cast<std::byte*>(s.padded_gate_up.data());
+  auto* h = static_cast<std::byte*>(s.padded_h.data());
+  auto* out = static_cast<std::byte*>(s.padded_y.data());
+  for (int64_t i = 0; i < experts; ++i) {
+    const int32_t e = with_rows[i];
+    padded_base[e] = static_cast<int32_t>(i * largest);
+    pointers[i] = rows + offsets[e] * hidden * 2;
+    pointers[experts + i] = layer.slots[e].gate_up.data();
+    pointers[2 * experts + i] = gate_up + i * largest * 2 * intermediate * 2;
+    pointers[3 * experts + i] = h + i * largest * intermediate * 2;
+    pointers[4 * experts + i] = layer.slots[e].down.data();
+    pointers[5 * experts + i] = out + i * largest * hidden * 2;
+  }
+  // Pageable sources: the calls return once the bytes are staged, so the vectors may go.
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.batch_pointers.data(), pointers.data(),
+                                                        pointers.size() * sizeof(void*), cudaMemcpyHostToDevice,
+                                                        AsStream(stream)), "batch pointer upload"));
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.padded_base.data(), padded_base.data(),
+                                                        padded_base.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                                        AsStream(stream)), "padded base upload"));
+  auto* const* device_pointers = s.batch_pointers.as<void*>();
+  cuda::GemmShape first;
+  first.m = largest;
+  first.n = 2 * intermediate;
+  first.k = hidden;
+  first.lda = first.ldb = hidden;
+  first.ldc = 2 * intermediate;
+  cuda::CublasContext& blas = *blas_[0];
+  EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers, device_pointers + experts,
+                                                   device_pointers + 2 * experts, experts, ElementType::kBF16,
+                                                   ElementType::kBF16, stream));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.padded_gate_up.data(), padded_rows, intermediate,
+                                                          s.padded_h.data(), true, stream, /*from_bf16=*/true));
+  cuda::GemmShape second;
+  second.m = largest;
+  second.n = hidden;
+  second.k = intermediate;
+  second.lda = second.ldb = intermediate;
+  second.ldc = hidden;
+  EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts,
+                                                   device_pointers + 4 * experts, device_pointers + 5 * experts,
+                                                   experts, ElementType::kBF16, ElementType::kBF16, stream));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchPadRowsOfSlots(s.row_of_slot.as<int32_t>(), slots, s.offsets.as<int32_t>(),
+                                                        num_local, s.padded_base.as<int32_t>(),
+                                                        s.padded_row_of_slot.as<int32_t>(), stream));
+  *y = s.padded_y.data();
+  *row_of_slot = s.padded_row_of_slot.as<int32_t>();
+  return absl::OkStatus();
 }
 
 absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, int streams,

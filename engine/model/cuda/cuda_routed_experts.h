@@ -29,8 +29,10 @@ enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 
 // How the experts' matrix products run (kAuto picks by rows per expert; the others are for
 // benchmarks and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
-// or the same spread over kCublasStreams concurrent streams (small experts fill the GPU together).
-enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams };
+// the same spread over kCublasStreams concurrent streams (small experts fill the GPU together),
+// or two pointer-batched cuBLAS GEMMs over every expert with rows, padded to the largest row
+// count (bf16 only; float32 and FP8 experts take kCublasStreams instead).
+enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched };
 inline constexpr int kCublasStreams = 4;
 
 struct CudaExpertOptions {
@@ -39,17 +41,15 @@ struct CudaExpertOptions {
   int64_t n_routed_experts = 0;   // global expert ids are in [0, n_routed_experts)
   GpuExpertFormat format = GpuExpertFormat::kBF16;
   ExpertGemmPath path = ExpertGemmPath::kAuto;
-  // kAuto: the tensor-core kernels while no expert gets more rows than this, cuBLAS (on
-  // kCublasStreams streams) above.
+  // kAuto for FP8 experts (and bf16 without batched_cublas): the tensor-core kernels while no
+  // expert gets more rows than this, cuBLAS on kCublasStreams streams above.
   int64_t max_rows_for_direct_kernels = 64;
-  // kAuto outside CUDA graphs: bf16 experts of at least this many bytes always take cuBLAS on
-  // kCublasStreams streams. Measured on an H100 (bench/RESULTS.md): for DeepSeek-V3 experts (88 MB)
-  // that path read the weights faster than the tensor-core kernels at every batch size (45-88%
-  // of copy bandwidth vs 42-73%); for V2-Lite experts (17 MB) the kernels won up to 256 tokens.
-  int64_t min_expert_bytes_for_cublas = int64_t(32) << 20;
-  // ... except for batches of at most this many tokens, which take the tensor-core kernels (no
-  // host synchronisation; bench/RESULTS.md compares both paths).
-  int64_t max_tokens_direct_for_large_experts = 4;
+  // kAuto for bf16 experts outside CUDA graphs: the tensor-core kernels for batches of at most
+  // this many tokens, kCublasBatched above. Measured on an H100 (bench/RESULTS.md): the kernels
+  // read V2-Lite / V3 experts at 46% / 45% of copy bandwidth at 1 token (the padded cuBLAS batch
+  // 33% / 44%), the batch 62-78% / 66-87% from 4 to 256 tokens (the kernels 56-62% / 53-66%).
+  int64_t max_tokens_for_direct_kernels = 1;
+  bool batched_cublas = true;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
@@ -110,14 +110,16 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_path(ExpertGemmPath path) { options_.path = path; }
   void set_compact_expert_grid(bool compact) { options_.compact_expert_grid = compact; }
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
+  void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
   absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override;
 
   // Device API, enqueued on `stream` (cudaStream_t). Ids naming experts not held are dropped and
-  // recorded; DeviceErrors() reports them. Capturable in a CUDA graph when num_tokens <=
-  // max_rows_for_direct_kernels (or the path is kDirect) after Reserve(num_tokens, top_k).
+  // recorded; DeviceErrors() reports them. Capturable in a CUDA graph with batch.capturable set
+  // (the tensor-core kernels whatever the size; not for float32 experts) after
+  // Reserve(num_tokens, top_k).
   absl::Status ComputeOnDevice(const DeviceExpertBatch& batch, void* stream);
   // Sizes the scratch for batches of up to `tokens` tokens (so graph capture allocates nothing).
   absl::Status Reserve(int64_t tokens, int64_t top_k);
@@ -145,6 +147,8 @@ class CudaRoutedExperts final : public RoutedExperts {
     cuda::DeviceBuffer offsets, row_token, row_of_slot, error, active;
     cuda::DeviceBuffer rows, h, y;
     cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
+    // kCublasBatched: operand pointer arrays, padded [experts, rows, *] products, slot -> padded row.
+    cuda::DeviceBuffer batch_pointers, padded_base, padded_gate_up, padded_h, padded_y, padded_row_of_slot;
     // Page-locked host staging of the host API (activations, ids, gate weights, output), so the
     // copies are real asynchronous DMA and one synchronisation ends a batch.
     void* pinned = nullptr;
@@ -161,6 +165,10 @@ class CudaRoutedExperts final : public RoutedExperts {
   absl::Status RunExperts(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream);
   // One GEMM chain per expert with rows, round-robin over `streams` streams forked from `stream`.
   absl::Status RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, int streams, void* stream);
+  // kCublasBatched: the padded pointer batch; sets *y (bf16 rows) and *row_of_slot to what the
+  // combine reads.
+  absl::Status RunCublasBatched(const LayerStorage& layer, std::span<const int32_t> offsets, int64_t slots,
+                                const void** y, const int32_t** row_of_slot, void* stream);
 
   CudaExpertOptions options_;
   std::map<int64_t, LayerStorage> layers_;

@@ -74,6 +74,26 @@ absl::Status CublasContext::Gemm(const GemmShape& s, const void* a, const void* 
                     "cublasGemmStridedBatchedEx");
 }
 
+absl::Status CublasContext::GemmPointerBatch(const GemmShape& s, const void* const* a, const void* const* b,
+                                             void* const* c, int64_t batch, ElementType ab_type, ElementType c_type,
+                                             void* stream) {
+  if (s.m < 0 || s.n < 0 || s.k < 0 || batch < 0 || batch > (int64_t(1) << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("GemmPointerBatch: bad shape m=", s.m, " n=", s.n, " k=", s.k,
+                                                   " batch=", batch));
+  }
+  if (s.m == 0 || s.n == 0 || batch == 0) return absl::OkStatus();
+  cublasHandle_t handle = Handle(handle_);
+  EXPERTMESH_RETURN_IF_ERROR(BlasStatus(cublasSetStream(handle, static_cast<cudaStream_t>(stream)), "cublasSetStream"));
+  const cublasOperation_t op_b = s.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cudaDataType_t ab = DataType(ab_type), ct = DataType(c_type);
+  // Row-major as in Gemm: the operands swap (C^T = op(B)^T A^T).
+  return BlasStatus(cublasGemmBatchedEx(handle, op_b, CUBLAS_OP_N, static_cast<int>(s.n), static_cast<int>(s.m),
+                                        static_cast<int>(s.k), &s.alpha, b, ab, static_cast<int>(s.ldb), a, ab,
+                                        static_cast<int>(s.lda), &s.beta, c, ct, static_cast<int>(s.ldc),
+                                        static_cast<int>(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                    "cublasGemmBatchedEx");
+}
+
 absl::Status CublasContext::Linear(const void* x, int64_t rows, int64_t in_features, const void* weight,
                                    int64_t out_features, void* y, ElementType ab_type, ElementType c_type,
                                    void* stream, bool accumulate) {

@@ -1,8 +1,9 @@
 // CublasContext: owns one cuBLAS handle and its workspace (so calls can be captured into CUDA
 // graphs; one context per concurrently used stream) and exposes the row-major products the GPU
 // engine needs: nn.Linear-style y = x * W^T, plain products and strided batches (per attention
-// head). Plain C++ header; float32 or bf16 operands, float32 math. (cuBLAS 13.1's grouped GEMM
-// answers NOT_SUPPORTED for bf16, measured on the H100, so experts use one GEMM per expert.)
+// head) or over arrays of pointers (routed experts padded to one row count). Plain C++ header;
+// float32 or bf16 operands, float32 math. (cuBLAS 13.1's grouped GEMM answers NOT_SUPPORTED for
+// bf16, measured on the H100, so experts use per-expert GEMMs or a padded pointer batch.)
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,11 @@ class CublasContext {
   // A and B share `ab_type`; C is `c_type`. Enqueued on `stream` (cudaStream_t).
   absl::Status Gemm(const GemmShape& shape, const void* a, const void* b, void* c, ElementType ab_type,
                     ElementType c_type, void* stream);
+
+  // `batch` products of one shape whose operands are device arrays of pointers (a[i], b[i], c[i];
+  // each array in device memory): shape.batch and the strides are ignored.
+  absl::Status GemmPointerBatch(const GemmShape& shape, const void* const* a, const void* const* b, void* const* c,
+                                int64_t batch, ElementType ab_type, ElementType c_type, void* stream);
 
   // y[rows, out] = x[rows, in] * W[out, in]^T (+ y when accumulate), packed rows.
   absl::Status Linear(const void* x, int64_t rows, int64_t in_features, const void* weight,

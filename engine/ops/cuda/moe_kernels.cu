@@ -101,13 +101,17 @@ __global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __r
   }
 }
 
-__global__ void SiluMultiplyRowsKernel(const float* __restrict__ gate_up, int64_t rows, int64_t intermediate,
+__device__ __forceinline__ float AsFloat(float v) { return v; }
+__device__ __forceinline__ float AsFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename In>
+__global__ void SiluMultiplyRowsKernel(const In* __restrict__ gate_up, int64_t rows, int64_t intermediate,
                                        void* __restrict__ h, bool to_bf16) {
   const int64_t count = rows * intermediate;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / intermediate, j = i - r * intermediate;
-    const float* row = gate_up + r * 2 * intermediate;
-    const float value = Silu(row[j]) * row[intermediate + j];
+    const In* row = gate_up + r * 2 * intermediate;
+    const float value = Silu(AsFloat(row[j])) * AsFloat(row[intermediate + j]);
     if (to_bf16) {
       static_cast<__nv_bfloat16*>(h)[i] = __float2bfloat16_rn(value);
     } else {
@@ -116,7 +120,17 @@ __global__ void SiluMultiplyRowsKernel(const float* __restrict__ gate_up, int64_
   }
 }
 
-__global__ void CombineRowsKernel(const float* __restrict__ y, const int32_t* __restrict__ row_of_slot,
+// Four consecutive values of a row as floats (float32 or bf16 rows).
+__device__ __forceinline__ float4 LoadFour(const float* row, int64_t q) { return reinterpret_cast<const float4*>(row)[q]; }
+__device__ __forceinline__ float4 LoadFour(const __nv_bfloat16* row, int64_t q) {
+  const uint2 bits = reinterpret_cast<const uint2*>(row)[q];
+  const float2 low = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
+  const float2 high = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
+  return make_float4(low.x, low.y, high.x, high.y);
+}
+
+template <typename Y>
+__global__ void CombineRowsKernel(const Y* __restrict__ y, const int32_t* __restrict__ row_of_slot,
                                   const float* __restrict__ gate_weights, int32_t top_k, int64_t hidden,
                                   float* __restrict__ out, bool accumulate) {
   const int64_t token = blockIdx.x;
@@ -130,13 +144,35 @@ __global__ void CombineRowsKernel(const float* __restrict__ y, const int32_t* __
       const int32_t row = rows[k];
       if (row < 0) continue;
       const float w = weights[k];
-      const float4 v = reinterpret_cast<const float4*>(y + int64_t(row) * hidden)[q];
+      const float4 v = LoadFour(y + int64_t(row) * hidden, q);
       sum.x += w * v.x;
       sum.y += w * v.y;
       sum.z += w * v.z;
       sum.w += w * v.w;
     }
     destination[q] = sum;
+  }
+}
+
+__global__ void PadRowsOfSlotsKernel(const int32_t* __restrict__ row_of_slot, int64_t num_slots,
+                                     const int32_t* __restrict__ offsets, int32_t num_local,
+                                     const int32_t* __restrict__ padded_base, int32_t* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < num_slots; i += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t row = row_of_slot[i];
+    if (row < 0) {
+      out[i] = -1;
+      continue;
+    }
+    int32_t low = 0, high = num_local;  // the last e with offsets[e] <= row (rows of e are non-empty)
+    while (high - low > 1) {
+      const int32_t middle = (low + high) / 2;
+      if (offsets[middle] <= row) {
+        low = middle;
+      } else {
+        high = middle;
+      }
+    }
+    out[i] = padded_base[low] + (row - offsets[low]);
   }
 }
 
@@ -368,22 +404,44 @@ int ChooseSplitK(int64_t units, int64_t expected_experts, int64_t k, int64_t tar
   return split;
 }
 
-absl::Status LaunchSiluMultiplyRows(const float* gate_up, int64_t rows, int64_t intermediate, void* h, bool to_bf16,
-                                    void* stream) {
+absl::Status LaunchSiluMultiplyRows(const void* gate_up, int64_t rows, int64_t intermediate, void* h, bool to_bf16,
+                                    void* stream, bool from_bf16) {
   if (rows <= 0 || intermediate <= 0) return absl::OkStatus();
-  SiluMultiplyRowsKernel<<<GridFor(rows * intermediate, 256), 256, 0, AsStream(stream)>>>(gate_up, rows, intermediate,
-                                                                                         h, to_bf16);
+  const unsigned blocks = GridFor(rows * intermediate, 256);
+  if (from_bf16) {
+    SiluMultiplyRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(static_cast<const __nv_bfloat16*>(gate_up), rows,
+                                                                 intermediate, h, to_bf16);
+  } else {
+    SiluMultiplyRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(static_cast<const float*>(gate_up), rows, intermediate,
+                                                                 h, to_bf16);
+  }
   return LastLaunchStatus("SiluMultiplyRowsKernel");
 }
 
-absl::Status LaunchCombineExpertRows(const float* y, const int32_t* row_of_slot, const float* gate_weights,
+absl::Status LaunchPadRowsOfSlots(const int32_t* row_of_slot, int64_t num_slots, const int32_t* offsets,
+                                  int64_t num_local, const int32_t* padded_base, int32_t* out, void* stream) {
+  if (num_local <= 0 || num_local > (int64_t(1) << 30)) return absl::InvalidArgumentError("LaunchPadRowsOfSlots: num_local");
+  if (num_slots <= 0) return absl::OkStatus();
+  PadRowsOfSlotsKernel<<<GridFor(num_slots, 256), 256, 0, AsStream(stream)>>>(
+      row_of_slot, num_slots, offsets, static_cast<int32_t>(num_local), padded_base, out);
+  return LastLaunchStatus("PadRowsOfSlotsKernel");
+}
+
+absl::Status LaunchCombineExpertRows(const void* y, const int32_t* row_of_slot, const float* gate_weights,
                                      int64_t tokens, int64_t top_k, int64_t hidden, float* out, bool accumulate,
-                                     void* stream) {
+                                     void* stream, bool y_bf16) {
   if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchCombineExpertRows: hidden must be a multiple of 4");
   if (tokens <= 0) return absl::OkStatus();
   const unsigned parts = static_cast<unsigned>((hidden / 4 + 255) / 256);  // 1024 columns per block
-  CombineRowsKernel<<<dim3(static_cast<unsigned>(tokens), parts), 256, 0, AsStream(stream)>>>(
-      y, row_of_slot, gate_weights, static_cast<int32_t>(top_k), hidden, out, accumulate);
+  const dim3 grid(static_cast<unsigned>(tokens), parts);
+  if (y_bf16) {
+    CombineRowsKernel<<<grid, 256, 0, AsStream(stream)>>>(static_cast<const __nv_bfloat16*>(y), row_of_slot,
+                                                          gate_weights, static_cast<int32_t>(top_k), hidden, out,
+                                                          accumulate);
+  } else {
+    CombineRowsKernel<<<grid, 256, 0, AsStream(stream)>>>(static_cast<const float*>(y), row_of_slot, gate_weights,
+                                                          static_cast<int32_t>(top_k), hidden, out, accumulate);
+  }
   return LastLaunchStatus("CombineRowsKernel");
 }
 

@@ -75,14 +75,20 @@ absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, const E
                               int64_t hidden, int64_t intermediate, float* y, void* stream);
 
 // cuBLAS-path epilogue: h[r, j] = silu(gate_up[r, j]) * gate_up[r, I + j] for rows r < rows;
-// gate_up is float32 [rows, 2I]; h is bf16 (`to_bf16`) or float32 [rows, I].
-absl::Status LaunchSiluMultiplyRows(const float* gate_up, int64_t rows, int64_t intermediate, void* h,
-                                    bool to_bf16, void* stream);
+// gate_up is float32 (or bf16 with `from_bf16`) [rows, 2I]; h is bf16 (`to_bf16`) or float32 [rows, I].
+absl::Status LaunchSiluMultiplyRows(const void* gate_up, int64_t rows, int64_t intermediate, void* h,
+                                    bool to_bf16, void* stream, bool from_bf16 = false);
 
-// out[t, :] (= or +=) sum_k gate_weights[t, k] * y[row_of_slot[t, k], :] over non-empty slots.
-absl::Status LaunchCombineExpertRows(const float* y, const int32_t* row_of_slot, const float* gate_weights,
+// The padded layout of the batched cuBLAS path: out[i] = padded_base[e] + (r - offsets[e]) for
+// r = row_of_slot[i] >= 0 and e the local slot with offsets[e] <= r < offsets[e + 1]; -1 stays -1.
+absl::Status LaunchPadRowsOfSlots(const int32_t* row_of_slot, int64_t num_slots, const int32_t* offsets,
+                                  int64_t num_local, const int32_t* padded_base, int32_t* out, void* stream);
+
+// out[t, :] (= or +=) sum_k gate_weights[t, k] * y[row_of_slot[t, k], :] over non-empty slots;
+// y is float32 (or bf16 with `y_bf16`) [rows, hidden].
+absl::Status LaunchCombineExpertRows(const void* y, const int32_t* row_of_slot, const float* gate_weights,
                                      int64_t tokens, int64_t top_k, int64_t hidden, float* out,
-                                     bool accumulate, void* stream);
+                                     bool accumulate, void* stream, bool y_bf16 = false);
 
 // out[r, c] = bf16(fp8[r, c] * scale(r, c)) for a [rows, cols] E4M3 tensor whose first
 // `split_rows` rows use scale blocks [r / 128] and the rest, a second stacked tensor, use

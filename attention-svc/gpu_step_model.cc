@@ -59,6 +59,8 @@ absl::StatusOr<GpuStepModel> MakeGpuStepModel(const ModelConfig& config, const M
   model_options.max_sequence_length = options.max_sequence_length;
   model_options.max_step_tokens = options.max_step_tokens;
   model_options.max_logit_rows = std::min<int64_t>(256, options.max_step_tokens);
+  model_options.decode_linear_max_rows = options.skinny_linear_rows;
+  model_options.split_decode_attention = options.split_decode_attention;
   EXPERTMESH_ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> model,
                               GpuModel::Create(config, weights, routed_experts, model_options));
   GpuStepModel result;

@@ -22,6 +22,8 @@ struct GpuStepModelOptions {
   int64_t max_sequences = 64;
   int64_t max_sequence_length = 4096;  // positions per sequence (cache reserved up front)
   int64_t max_step_tokens = 2048;
+  int64_t skinny_linear_rows = 0;      // GpuModelOptions::decode_linear_max_rows
+  bool split_decode_attention = true;  // GpuModelOptions::split_decode_attention
 };
 
 struct GpuStepModel {

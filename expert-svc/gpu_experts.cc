@@ -63,8 +63,8 @@ namespace {
 
 class CudaExpertBackend final : public ExpertBackend {
  public:
-  CudaExpertBackend(int device, bool float32, int64_t n_routed_experts)
-      : device_(device), float32_(float32), n_routed_experts_(n_routed_experts) {}
+  CudaExpertBackend(int device, bool float32, int64_t n_routed_experts, ExpertGemmPath gemm_path)
+      : device_(device), float32_(float32), n_routed_experts_(n_routed_experts), gemm_path_(gemm_path) {}
   std::string name() const override { return absl::StrCat("cuda:", device_); }
 
   absl::StatusOr<std::unique_ptr<RoutedExperts>> Build(const ExpertMatrixMap& matrices, int64_t hidden_size,
@@ -75,6 +75,7 @@ class CudaExpertBackend final : public ExpertBackend {
     options.intermediate_size = intermediate_size;
     options.n_routed_experts = n_routed_experts_;
     options.format = float32_ ? GpuExpertFormat::kF32 : GpuExpertFormat::kBF16;
+    options.path = gemm_path_;
     EXPERTMESH_ASSIGN_OR_RETURN(std::unique_ptr<CudaRoutedExperts> experts, CudaRoutedExperts::Create(options));
     auto bytes_of = [](const std::shared_ptr<const Tensor>& tensor) {
       return std::as_bytes(std::span<const float>(tensor->data(), tensor->size()));
@@ -96,12 +97,23 @@ class CudaExpertBackend final : public ExpertBackend {
   const int device_;
   const bool float32_;
   const int64_t n_routed_experts_;
+  const ExpertGemmPath gemm_path_;
 };
 
 }  // namespace
 
-std::unique_ptr<ExpertBackend> MakeCudaExpertBackend(int device, bool float32, int64_t n_routed_experts) {
-  return std::make_unique<CudaExpertBackend>(device, float32, n_routed_experts);
+std::unique_ptr<ExpertBackend> MakeCudaExpertBackend(int device, bool float32, int64_t n_routed_experts,
+                                                     ExpertGemmPath gemm_path) {
+  return std::make_unique<CudaExpertBackend>(device, float32, n_routed_experts, gemm_path);
+}
+
+absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name) {
+  if (name == "auto") return ExpertGemmPath::kAuto;
+  if (name == "kernels") return ExpertGemmPath::kDirect;
+  if (name == "cublas_streams") return ExpertGemmPath::kCublasStreams;
+  if (name == "cublas_batched") return ExpertGemmPath::kCublasBatched;
+  return absl::InvalidArgumentError(absl::StrCat("unknown GPU expert path '", name,
+                                                 "' (auto, kernels, cublas_streams or cublas_batched)"));
 }
 
 absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const GpuExpertsOptions& options) {
@@ -122,6 +134,7 @@ absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const Gp
     options.progress(progress.ToString(), last);
   };
   EXPERTMESH_ASSIGN_OR_RETURN(std::unique_ptr<CudaRoutedExperts> experts, LoadCudaRoutedExperts(checkpoint, load));
+  experts->set_path(options.gemm_path);
   GpuExperts result;
   result.resident_weight_bytes = experts->DeviceWeightBytes();
   result.expert_count = experts->num_experts();

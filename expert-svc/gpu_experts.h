@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/format/checkpoint.h"
+#include "engine/model/cuda/cuda_routed_experts.h"
 #include "engine/model/routed_experts.h"
 #include "engine/model/weight_loader.h"
 #include "expert-svc/expert_backend.h"
@@ -26,7 +27,12 @@ struct GpuExpertsOptions {
   std::string format = "auto";
   ExpertFilter expert_filter;  // this shard's experts
   std::function<void(const std::string& line, bool last)> progress;
+  ExpertGemmPath gemm_path = ExpertGemmPath::kAuto;  // how the experts' products run (see ParseExpertGemmPath)
 };
+
+// --gpu_expert_path: "auto", "kernels" (the tensor-core kernels), "cublas_streams" or
+// "cublas_batched"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name);
 
 struct GpuExperts {
   std::unique_ptr<RoutedExperts> experts;
@@ -42,6 +48,7 @@ absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const Gp
 // CudaRoutedExperts on device `device` (bf16, or float32 when `float32`), for parents loaded and
 // blends built through the admin API. (The served checkpoint itself goes straight to the card
 // through LoadGpuExperts.) Equal host tensors shared by several sets are uploaded once per set.
-std::unique_ptr<ExpertBackend> MakeCudaExpertBackend(int device, bool float32, int64_t n_routed_experts);
+std::unique_ptr<ExpertBackend> MakeCudaExpertBackend(int device, bool float32, int64_t n_routed_experts,
+                                                     ExpertGemmPath gemm_path = ExpertGemmPath::kAuto);
 
 }  // namespace expertmesh::expert_service

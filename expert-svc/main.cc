@@ -58,6 +58,9 @@ ABSL_FLAG(std::string, recipes_dir, "", "directory of blend recipe files that ad
 ABSL_FLAG(std::string, device, "cpu", "where the experts live: cpu, or cuda:N (cuda = cuda:0; needs a CUDA build)");
 ABSL_FLAG(std::string, gpu_expert_format, "auto",
           "GPU experts: auto (as stored: bf16, FP8 block-scaled, f32), bf16, fp8 (FP8 checkpoints) or f32");
+ABSL_FLAG(std::string, gpu_expert_path, "auto",
+          "GPU experts' products: auto (measured choice by batch size), kernels (tensor-core kernels), "
+          "cublas_streams or cublas_batched");
 ABSL_FLAG(bool, gpu_direct_load, true,
           "on the GPU, load the checkpoint's experts straight from the file to the card (stored format); false: "
           "through the weight-set store's host copy (bf16/f32 on the card), so the admin API can blend it");
@@ -190,8 +193,13 @@ int Run() {
   std::unique_ptr<ExpertBackend> backend = MakeCpuExpertBackend();
 #if defined(EXPERTMESH_HAS_CUDA)
   if (device->is_cuda) {
+    absl::StatusOr<ExpertGemmPath> path = ParseExpertGemmPath(absl::GetFlag(FLAGS_gpu_expert_path));
+    if (!path.ok()) {
+      std::fprintf(stderr, "expert-svc: --gpu_expert_path: %s\n", std::string(path.status().message()).c_str());
+      return 2;
+    }
     backend = MakeCudaExpertBackend(device->index, absl::GetFlag(FLAGS_gpu_expert_format) == "f32",
-                                    config->n_routed_experts);
+                                    config->n_routed_experts, *path);
   }
 #endif
   WeightSetStore store(std::move(store_options), std::move(backend));
@@ -238,6 +246,7 @@ int Run() {
     GpuExpertsOptions gpu_options;
     gpu_options.device = device->index;
     gpu_options.format = absl::GetFlag(FLAGS_gpu_expert_format);
+    gpu_options.gemm_path = *ParseExpertGemmPath(absl::GetFlag(FLAGS_gpu_expert_path));  // checked above
     gpu_options.expert_filter = [&hosted](int64_t layer, int32_t expert) {
       auto entry = hosted.find(layer);
       return entry != hosted.end() && entry->second.contains(expert);

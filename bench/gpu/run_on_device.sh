@@ -141,13 +141,20 @@ grep -E "^loaded" "$LOGS/model_bench.log" | tail -1 | tee -a "$SUMMARY" >/dev/nu
 step gpu_services_bench 150 "$B/gpu_services_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
   --markdown="$OUT/gpu_services_bench.md"
 cat "$OUT/gpu_services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
-step services_bench_cpu ${SERVICES_BENCH_TIMEOUT:-170} "$B/fanout_bench" --bin-dir="$BUNDLE" \
-  --work-dir=/tmp/services-bench --markdown="$OUT/services_bench.md" ${SERVICES_BENCH_ARGS:-}
-cat "$OUT/services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
+if [[ -z ${SKIP_CPU_SERVICES:-} ]]; then  # SKIP_CPU_SERVICES=1: the CPU-only services benchmark is left out
+  step services_bench_cpu ${SERVICES_BENCH_TIMEOUT:-170} "$B/fanout_bench" --bin-dir="$BUNDLE" \
+    --work-dir=/tmp/services-bench --markdown="$OUT/services_bench.md" ${SERVICES_BENCH_ARGS:-}
+  cat "$OUT/services_bench.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
+fi
 if [[ -n $SANITIZER ]]; then
-  step memcheck_experts 70 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
-    --gtest_filter=*Compact*:*Errors*:*DeviceBatch*:*Fp8Block*
-  step memcheck_model 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
-  step memcheck_ops 40 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
+  step memcheck_experts 100 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+    --gtest_filter=*Fp8Block*:*Fp8Bytes*:*Errors*:*DeviceBatch*
+  step memcheck_experts_bf16 100 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+    --gtest_filter=*Bf16EveryPath*
+  step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
+  step memcheck_ops 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_ops_test"
+  step racecheck_ops 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_ops_test" --gtest_filter=*Decode*
+  step racecheck_experts 90 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
+    --gtest_filter=*Fp8Block*:*DeviceBatch*
 fi
 log "done in $(( $(date +%s) - START ))s"

@@ -147,15 +147,19 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
 TEST_F(CudaExpertsTest, Fp8BlockScaledMatchesCpuOnDequantizedWeights) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 136, 8}}) {
     Build(s, GpuExpertFormat::kFP8Block);
-    // kCublasBatched is bf16-only: FP8 experts asking for it take kCublasStreams.
+    // kCublasBatched dequantizes groups of experts: all at once, then one expert per group.
     for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
                                 ExpertGemmPath::kCublasBatched, ExpertGemmPath::kAuto}) {
       gpu_->set_path(path);
-      for (int64_t tokens : {1, 9, 130}) {
-        EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance)
-            << "hidden " << s.hidden << " path " << int(path) << " tokens " << tokens;
+      for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
+        gpu_->set_fp8_dequantize_bytes(group_bytes);
+        for (int64_t tokens : {1, 9, 130}) {
+          EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance) << "hidden " << s.hidden << " path " << int(path)
+                                                           << " group bytes " << group_bytes << " tokens " << tokens;
+        }
       }
     }
+    gpu_->set_fp8_dequantize_bytes(int64_t(1) << 30);
     EXPECT_EQ(gpu_->DeviceWeightBytes(), static_cast<uint64_t>(10 * 3 * s.hidden * s.intermediate) +
                                              10 * 4 * (2 * ((s.intermediate + 127) / 128) * ((s.hidden + 127) / 128) +
                                                        ((s.hidden + 127) / 128) * ((s.intermediate + 127) / 128)));

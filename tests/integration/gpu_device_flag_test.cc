@@ -1,7 +1,8 @@
 // The services' --device flag where no GPU serves (label integration, runs in CI): a bad value is
 // refused at start with a message naming --device; --device=cuda:0 either serves (a CUDA build on
 // a machine with a GPU) or is refused with a message naming --device=cuda:0 and the reason (built
-// without CUDA, or no GPU present), never a crash or a silent CPU fallback.
+// without CUDA, or no GPU present), never a crash or a silent CPU fallback; an unknown
+// --gpu-expert-path is refused too.
 #include <string>
 #include <vector>
 
@@ -47,6 +48,20 @@ TEST(GpuDeviceFlag, CudaDeviceServesOrIsRefusedClearly) {
   EXPECT_NE(message.find("--device=cuda:0"), std::string::npos) << message;
   EXPECT_TRUE(message.find("EXPERTMESH_CUDA") != std::string::npos || message.find("GPU") != std::string::npos)
       << "the reason: a build without CUDA or no GPU present\n" << message;
+}
+
+// An unknown --gpu-expert-path is refused with a message naming it (with a GPU), or the device is
+// refused first (without one).
+TEST(GpuDeviceFlag, UnknownGpuExpertPathIsRefused) {
+  std::vector<std::string> arguments = Arguments("expert-svc", "cuda:0");
+  arguments.push_back("--gpu-expert-path=fastest");
+  auto process = ServiceProcess::Start("expert-svc-bad-path", BinaryPath("expert-svc"), arguments,
+                                       std::chrono::seconds(60));
+  ASSERT_FALSE(process.ok()) << "expert-svc started with --gpu-expert-path=fastest";
+  const std::string message(process.status().message());
+  EXPECT_TRUE(message.find("gpu_expert_path") != std::string::npos ||
+              message.find("--device=cuda:0") != std::string::npos)
+      << message;
 }
 
 }  // namespace

@@ -40,7 +40,8 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   // kAuto (measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core kernels (no
   // host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the kernels for
   // batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS batch above;
-  // FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels rows.
+  // FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels rows, then
+  // the padded batch over dequantized groups.
   ExpertGemmPath path = options_.path;
   if (batch.capturable) {
     if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
@@ -52,7 +53,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   }
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
-  if (path == ExpertGemmPath::kCublasBatched && (fp8 || f32)) path = ExpertGemmPath::kCublasStreams;
+  if (path == ExpertGemmPath::kCublasBatched && f32) path = ExpertGemmPath::kCublasStreams;
   std::vector<int32_t> offsets;
   if (path != ExpertGemmPath::kDirect) {
     offsets.resize(num_local + 1);
@@ -63,7 +64,9 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
     if (path == ExpertGemmPath::kAuto) {
       int32_t largest = 0;
       for (int64_t e = 0; e < num_local; ++e) largest = std::max(largest, offsets[e + 1] - offsets[e]);
-      path = largest <= options_.max_rows_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasStreams;
+      path = largest <= options_.max_rows_for_direct_kernels
+                 ? ExpertGemmPath::kDirect
+                 : (options_.batched_cublas ? ExpertGemmPath::kCublasBatched : ExpertGemmPath::kCublasStreams);
     }
   }
   const int64_t rows = offsets.empty() ? slots : offsets[num_local];
@@ -129,6 +132,12 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   const int64_t experts = static_cast<int64_t>(with_rows.size());
   if (experts == 0) return absl::OkStatus();
   const int64_t padded_rows = experts * largest;
+  // FP8 experts are dequantized to bf16 a group at a time into a scratch of at most
+  // fp8_dequantize_bytes (at least one expert), each group's GEMMs running before the next.
+  const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  const int64_t expert_elements = 3 * intermediate * hidden;
+  const int64_t group =
+      fp8 ? std::clamp<int64_t>(options_.fp8_dequantize_bytes / (expert_elements * 2), 1, experts) : experts;
   // The first GEMM reads `largest` rows from each expert's first row: past the last expert's rows
   // by at most `largest` bf16 rows, inside s.rows (sized for float32 rows; see EnsureScratch).
   if (s.rows.bytes() < static_cast<size_t>((offsets[num_local] + largest) * hidden * 2)) {
@@ -148,6 +157,8 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_h, padded_rows * intermediate * 2));
   EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_y, padded_rows * hidden * 2));
   EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_row_of_slot, slots * sizeof(int32_t)));
+  if (fp8) EXPERTMESH_RETURN_IF_ERROR(grow(s.dequantized_group, group * expert_elements * 2));
+  auto* dequantized = s.dequantized_group.as<uint16_t>();  // [group][gate_up 2I x H | down H x I]
   // Pointer arrays: gate_up GEMM (rows, weights, products), then down GEMM (h, weights, outputs).
   std::vector<const void*> pointers(6 * experts);
   auto* rows = static_cast<const std::byte*>(s.rows.data());
@@ -158,10 +169,11 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
     const int32_t e = with_rows[i];
     padded_base[e] = static_cast<int32_t>(i * largest);
     pointers[i] = rows + offsets[e] * hidden * 2;
-    pointers[experts + i] = layer.slots[e].gate_up.data();
+    uint16_t* own = fp8 ? dequantized + (i % group) * expert_elements : nullptr;
+    pointers[experts + i] = fp8 ? own : layer.slots[e].gate_up.data();
     pointers[2 * experts + i] = gate_up + i * largest * 2 * intermediate * 2;
     pointers[3 * experts + i] = h + i * largest * intermediate * 2;
-    pointers[4 * experts + i] = layer.slots[e].down.data();
+    pointers[4 * experts + i] = fp8 ? own + 2 * intermediate * hidden : layer.slots[e].down.data();
     pointers[5 * experts + i] = out + i * largest * hidden * 2;
   }
   // Pageable sources: the calls return once the bytes are staged, so the vectors may go.
@@ -178,21 +190,36 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   first.k = hidden;
   first.lda = first.ldb = hidden;
   first.ldc = 2 * intermediate;
-  cuda::CublasContext& blas = *blas_[0];
-  EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers, device_pointers + experts,
-                                                   device_pointers + 2 * experts, experts, ElementType::kBF16,
-                                                   ElementType::kBF16, stream));
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(s.padded_gate_up.data(), padded_rows, intermediate,
-                                                          s.padded_h.data(), true, stream, /*from_bf16=*/true));
   cuda::GemmShape second;
   second.m = largest;
   second.n = hidden;
   second.k = intermediate;
   second.lda = second.ldb = intermediate;
   second.ldc = hidden;
-  EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts,
-                                                   device_pointers + 4 * experts, device_pointers + 5 * experts,
-                                                   experts, ElementType::kBF16, ElementType::kBF16, stream));
+  cuda::CublasContext& blas = *blas_[0];
+  for (int64_t begin = 0; begin < experts; begin += group) {
+    const int64_t count = std::min(group, experts - begin);
+    for (int64_t i = begin; fp8 && i < begin + count; ++i) {
+      const ExpertStorage& expert = layer.slots[with_rows[i]];
+      uint16_t* own = dequantized + (i - begin) * expert_elements;
+      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(),
+                                                                expert.gate_up_scale.as<float>(), 2 * intermediate,
+                                                                hidden, intermediate, own, stream));
+      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(), expert.down_scale.as<float>(),
+                                                                hidden, intermediate, hidden,
+                                                                own + 2 * intermediate * hidden, stream));
+    }
+    EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers + begin, device_pointers + experts + begin,
+                                                     device_pointers + 2 * experts + begin, count,
+                                                     ElementType::kBF16, ElementType::kBF16, stream));
+    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
+        static_cast<const std::byte*>(s.padded_gate_up.data()) + begin * largest * 2 * intermediate * 2,
+        count * largest, intermediate, h + begin * largest * intermediate * 2, true, stream, /*from_bf16=*/true));
+    EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
+                                                     device_pointers + 4 * experts + begin,
+                                                     device_pointers + 5 * experts + begin, count, ElementType::kBF16,
+                                                     ElementType::kBF16, stream));
+  }
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchPadRowsOfSlots(s.row_of_slot.as<int32_t>(), slots, s.offsets.as<int32_t>(),
                                                         num_local, s.padded_base.as<int32_t>(),
                                                         s.padded_row_of_slot.as<int32_t>(), stream));

@@ -31,7 +31,8 @@ enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 // benchmarks and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
 // the same spread over kCublasStreams concurrent streams (small experts fill the GPU together),
 // or two pointer-batched cuBLAS GEMMs over every expert with rows, padded to the largest row
-// count (bf16 only; float32 and FP8 experts take kCublasStreams instead).
+// count (bf16 products; FP8 experts dequantized a group at a time; float32 experts take
+// kCublasStreams instead).
 enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched };
 inline constexpr int kCublasStreams = 4;
 
@@ -42,7 +43,8 @@ struct CudaExpertOptions {
   GpuExpertFormat format = GpuExpertFormat::kBF16;
   ExpertGemmPath path = ExpertGemmPath::kAuto;
   // kAuto for FP8 experts (and bf16 without batched_cublas): the tensor-core kernels while no
-  // expert gets more rows than this, cuBLAS on kCublasStreams streams above.
+  // expert gets more rows than this, cuBLAS above (kCublasBatched, or kCublasStreams without
+  // batched_cublas).
   int64_t max_rows_for_direct_kernels = 64;
   // kAuto for bf16 experts outside CUDA graphs: the tensor-core kernels for batches of at most
   // this many tokens, kCublasBatched above. Measured on an H100 (bench/RESULTS.md): the kernels
@@ -50,6 +52,9 @@ struct CudaExpertOptions {
   // 33% / 44%), the batch 62-78% / 66-87% from 4 to 256 tokens (the kernels 56-62% / 53-66%).
   int64_t max_tokens_for_direct_kernels = 1;
   bool batched_cublas = true;
+  // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
+  // experts (at least one expert's worth is used whatever this says).
+  int64_t fp8_dequantize_bytes = int64_t(1) << 30;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
@@ -111,6 +116,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_compact_expert_grid(bool compact) { options_.compact_expert_grid = compact; }
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
+  void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
@@ -149,6 +155,7 @@ class CudaRoutedExperts final : public RoutedExperts {
     cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
     // kCublasBatched: operand pointer arrays, padded [experts, rows, *] products, slot -> padded row.
     cuda::DeviceBuffer batch_pointers, padded_base, padded_gate_up, padded_h, padded_y, padded_row_of_slot;
+    cuda::DeviceBuffer dequantized_group;  // FP8: bf16 copies of a group of experts
     // Page-locked host staging of the host API (activations, ids, gate weights, output), so the
     // copies are real asynchronous DMA and one synchronisation ends a batch.
     void* pinned = nullptr;

@@ -50,6 +50,9 @@ struct GpuModelOptions {
   // The skinny kernels stream weights through cp.async rings in shared memory (false: register
   // loads, for side-by-side benchmarks).
   bool decode_linear_weight_ring = true;
+  // Decode attention of few sequences splits the cached positions over blocks (flash-decoding
+  // partials and a combine kernel); false: one block per sequence and head group.
+  bool split_decode_attention = true;
 };
 
 struct GpuSequenceInput {

@@ -138,7 +138,8 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
                                          w.kv_b_proj.data.data(), b.q_absorbed.data(), type, ElementType::kF32, stream_));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaAttention(b.q_absorbed.as<float>(), b.q.as<float>(), softmax_scale_, dims,
                                                       cache, tokens, b.context.as<float>(), stream_,
-                                                      b.attention_split.as<float>(),
+                                                      options_.split_decode_attention ? b.attention_split.as<float>()
+                                                                                      : nullptr,
                                                       static_cast<int64_t>(b.attention_split.bytes() / 4)));
   // heads_out[t, h] = W_uv[h] ([v_dim, rank] rows of kv_b_proj) * context[t, h].
   cuda::GemmShape value;

@@ -30,7 +30,7 @@ DecodeLinearKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   for (int32_t first = 0; first < rows; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
     WarpProduct<false, kRing>(weight, nullptr, k, unit * 16, n, 0, unit * 16 + 8, n, 0, x, first, rows, t, g,
-                       int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
+                              int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll
@@ -67,9 +67,9 @@ DecodeSwiGluKernel(const float* __restrict__ x, int32_t rows, int64_t k, const u
   uint4* ring = WarpRing<false, kRing>(skinny_ring, warp);
   for (int32_t first = 0; first < rows; first += kTilesPerPass * 8) {
     float acc[kTilesPerPass][4] = {};
-    WarpProduct<false, kRing>(gate_up, nullptr, k, unit * 8, intermediate, 0, intermediate + unit * 8, 2 * intermediate, 0, x,
-                       first, rows, t, g,
-                       int64_t(k_part) * kStep, int64_t(split) * kStep, ring, acc);
+    WarpProduct<false, kRing>(gate_up, nullptr, k, unit * 8, intermediate, 0, intermediate + unit * 8,
+                              2 * intermediate, 0, x, first, rows, t, g, int64_t(k_part) * kStep,
+                              int64_t(split) * kStep, ring, acc);
     ReduceSplitK(acc, warp, lane, split);
     if (k_part != 0) continue;
 #pragma unroll

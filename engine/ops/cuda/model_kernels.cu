@@ -298,7 +298,9 @@ MlaAttentionCombineKernel(const float* __restrict__ partial, int splits, int64_t
     const float m = s < splits ? parts[s * (rank + 2) + rank] : -FLT_MAX;
     const float sum = s < splits ? parts[s * (rank + 2) + rank + 1] : 0.0f;
     float largest = m;
-    for (int offset = 16; offset > 0; offset /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    for (int offset = 16; offset > 0; offset /= 2) {
+      largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    }
     const float w = s < splits && sum > 0.0f ? expf(m - largest) : 0.0f;
     float denominator = w * sum;
     for (int offset = 16; offset > 0; offset /= 2) denominator += __shfl_xor_sync(0xffffffffu, denominator, offset);

@@ -1,9 +1,9 @@
 // Device helpers shared by the skinny tensor-core kernels (routed experts, decode-time linear
 // layers): mma.sync m16n8k16 with float32 accumulation, weights streamed through a per-warp
 // cp.async ring in shared memory or loaded straight into registers (16-byte pieces; FP8 E4M3
-// converted exactly to f16 in registers), activation loads from bf16/f16 rows or float32 rows (rounded to the MMA type on the fly), one
-// warp's product of 16 weight rows with up to 32 activation rows over its share of k, and the
-// split-k reduction across a block's warps.
+// converted exactly to f16 in registers), activation loads from bf16/f16 rows or float32 rows
+// (rounded to the MMA type on the fly), one warp's product of 16 weight rows with up to 32
+// activation rows over its share of k, and the split-k reduction across a block's warps.
 // Included by .cu files only.
 #pragma once
 
@@ -200,11 +200,11 @@ __device__ __forceinline__ void ReadStep(const uint4* stage, int g, int t, uint4
 // (scale_row_a / scale_row_b of `scale`, [*, ceil(cols / 128)]) when added to `acc`.
 // acc[tile][0..1] = row_a . x rows (first + tile*8 + 2t, +1); acc[tile][2..3] = row_b . same rows.
 template <bool kFp8, typename Activation>
-__device__ __forceinline__ void WarpProductRing(const void* weights, const float* scale, int64_t cols, int64_t base_a,
-                                            int64_t limit_a, int64_t scale_row_a, int64_t base_b, int64_t limit_b,
-                                            int64_t scale_row_b, const Activation* x, int32_t first, int32_t end, int t,
-                                            int g, int64_t k_first, int64_t k_stride, uint4* ring,
-                                            float (&acc)[kTilesPerPass][4]) {
+__device__ __forceinline__ void WarpProductRing(const void* weights, const float* scale, int64_t cols,
+                                                int64_t base_a, int64_t limit_a, int64_t scale_row_a, int64_t base_b,
+                                                int64_t limit_b, int64_t scale_row_b, const Activation* x,
+                                                int32_t first, int32_t end, int t, int g, int64_t k_first,
+                                                int64_t k_stride, uint4* ring, float (&acc)[kTilesPerPass][4]) {
   const int lane = g * 4 + t;
   const bool row_a_ok = base_a + g < limit_a, row_b_ok = base_b + g < limit_b;
   const int64_t scale_cols = (cols + 127) / 128;

@@ -4,6 +4,7 @@
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
 #          memcheck of the new kernels.
 #   compare: the changed kernels' GPU tests and benchmarks beside a baseline build's benchmarks.
+#   model: the GPU model's tests (in-process and as services), memcheck, end-to-end benchmark.
 #   iterate: a development round (kernel and model tests, expert and end-to-end benchmarks, ncu
 #            sections of one expert kernel).
 #   profile: the expert tests and benchmark, per-kernel times (ncu) of the expert pipeline at 1 and
@@ -62,6 +63,19 @@ if [[ $mode == compare ]]; then
     /tmp/v2lite-4layers
   sed -n '/== end-to-end summary/,$p' "$LOGS/base_model_bench.log" | sed 's/^/base: /' | tee -a "$SUMMARY" >/dev/null
   log "done (compare) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == model ]]; then
+  # A round on the GPU model alone: its tests (vs the CPU engine and the fixtures, in-process and
+  # as services), memcheck, and the end-to-end benchmark against HF.
+  for t in cuda_ops_test gpu_model_test gpu_fixture_test; do step "$t" 150 "$B/$t" --gtest_color=no; done
+  step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
+  [[ -n $SANITIZER ]] && step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
+  step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
+  step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
+  sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
+  log "done (model) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -290,10 +290,9 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
   const auto total_rows = static_cast<int64_t>(logit_rows.size());
   for (int64_t first = 0; status.ok() && first < total_rows; first += options_.max_logit_rows) {
     const int64_t rows = std::min(options_.max_logit_rows, total_rows - first);
-    status = cuda::LaunchAddRmsNorm(b.residual.as<float>(), nullptr, b.logit_rows.as<int32_t>() + first,
-                                    weights_.norm.data.as<float>(), rows, config_.hidden_size,
-                                    static_cast<float>(config_.rms_norm_eps), b.final_rows.as<float>(), stream);
-    InvalidateGemmInput();  // final_rows has new contents
+    status = NormRows(b.residual.as<float>(), nullptr, b.logit_rows.as<int32_t>() + first,
+                      weights_.norm.data.as<float>(), rows, config_.hidden_size,
+                      static_cast<float>(config_.rms_norm_eps), b.final_rows.as<float>());
     if (status.ok()) status = Linear(b.final_rows.as<float>(), rows, weights_.lm_head, b.logits.as<float>());
     chunk.resize(rows * config_.vocab_size);
     if (status.ok()) {
@@ -368,11 +367,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> GpuModel::GenerateGreedy(std::
   naive_step_ = false;
   auto one_step = [&]() -> absl::Status {
     EXPERTMESH_RETURN_IF_ERROR(RunLayers(batch, /*capturable=*/use_cuda_graph, nullptr));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), nullptr, nullptr,
-                                                      weights_.norm.data.as<float>(), batch, config_.hidden_size,
-                                                      static_cast<float>(config_.rms_norm_eps),
-                                                      b.final_rows.as<float>(), stream));
-    InvalidateGemmInput();  // final_rows has new contents
+    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), nullptr, nullptr, weights_.norm.data.as<float>(),
+                                        batch, config_.hidden_size, static_cast<float>(config_.rms_norm_eps),
+                                        b.final_rows.as<float>()));
     EXPERTMESH_RETURN_IF_ERROR(Linear(b.final_rows.as<float>(), batch, weights_.lm_head, b.logits.as<float>()));
     return cuda::LaunchGreedyAdvance(b.logits.as<float>(), batch, config_.vocab_size, b.token_ids.as<int32_t>(),
                                      b.token_pos.as<int32_t>(), b.first_pos.as<int32_t>(), b.generated.as<int32_t>(),

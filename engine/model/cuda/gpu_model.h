@@ -148,6 +148,11 @@ class GpuModel {
   // same x is asked for again until InvalidateGemmInput() (called wherever x's contents change).
   const void* AsGemmInput(const float* x, int64_t count, cuda::ElementType type);
   void InvalidateGemmInput() { converted_source_ = nullptr; }
+  // residual (+= delta), then out = RMSNorm(residual rows) * weight (cuda::LaunchAddRmsNorm). With
+  // bf16 weights the kernel also writes out's bf16 copy into gemm_input and AsGemmInput(out) then
+  // reuses it; otherwise the cached conversion is dropped (out has new contents).
+  absl::Status NormRows(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
+                        int64_t rows, int64_t cols, float eps, float* out);
 
   ModelConfig config_;
   GpuModelOptions options_;

@@ -38,6 +38,19 @@ const void* GpuModel::AsGemmInput(const float* x, int64_t count, ElementType typ
   return buffers_->gemm_input.data();
 }
 
+absl::Status GpuModel::NormRows(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
+                                int64_t rows, int64_t cols, float eps, float* out) {
+  uint16_t* copy = options_.weight_type == ElementType::kBF16 ? buffers_->gemm_input.as<uint16_t>() : nullptr;
+  InvalidateGemmInput();
+  EXPERTMESH_RETURN_IF_ERROR(
+      cuda::LaunchAddRmsNorm(residual, delta, source_rows, weight, rows, cols, eps, out, stream_, copy));
+  if (copy != nullptr) {
+    converted_source_ = out;
+    converted_count_ = rows * cols;
+  }
+  return absl::OkStatus();
+}
+
 bool GpuModel::UsesDecodeLinear(const DeviceMatrix& w, int64_t rows) const {
   return w.type == ElementType::kBF16 && rows <= options_.decode_linear_max_rows && rows <= cuda::kDecodeLinearMaxRows &&
          w.cols % 8 == 0;
@@ -62,9 +75,17 @@ absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t toke
     return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
   }
   EXPERTMESH_RETURN_IF_ERROR(Linear(x, tokens, mlp.gate_up, b.gate_up.as<float>()));
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(b.gate_up.as<float>(), tokens, mlp.intermediate, b.h.data(),
-                                                          /*to_bf16=*/false, stream_));
-  InvalidateGemmInput();  // h has new contents
+  // A bf16 down projection on cuBLAS takes h in bf16: the SiLU kernel writes it straight into
+  // gemm_input (after the gate/up GEMM has read it, in stream order) instead of a float32 h.
+  const bool h_in_bf16 = mlp.down.type == ElementType::kBF16 && !UsesDecodeLinear(mlp.down, tokens);
+  InvalidateGemmInput();  // gemm_input or h gets new contents
+  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(b.gate_up.as<float>(), tokens, mlp.intermediate,
+                                                          h_in_bf16 ? b.gemm_input.data() : b.h.data(), h_in_bf16,
+                                                          stream_));
+  if (h_in_bf16) {
+    converted_source_ = b.h.as<float>();
+    converted_count_ = tokens * mlp.intermediate;
+  }
   return Linear(b.h.as<float>(), tokens, mlp.down, out, accumulate);
 }
 
@@ -79,35 +100,33 @@ absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingO
   for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
     const DeviceLayer& w = weights_.layers[layer];
     // residual += previous MLP output (none before the first layer); normed = input_layernorm.
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), layer == 0 ? nullptr : b.mlp_out.as<float>(),
-                                                      nullptr, w.input_layernorm.data.as<float>(), tokens, hidden, eps,
-                                                      b.normed.as<float>(), stream_));
+    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), layer == 0 ? nullptr : b.mlp_out.as<float>(), nullptr,
+                                        w.input_layernorm.data.as<float>(), tokens, hidden, eps, b.normed.as<float>()));
     EXPERTMESH_RETURN_IF_ERROR(Attention(layer, tokens));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.residual.as<float>(), b.attention_out.as<float>(), nullptr,
-                                                      w.post_attention_layernorm.data.as<float>(), tokens, hidden, eps,
-                                                      b.normed.as<float>(), stream_));
+    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), b.attention_out.as<float>(), nullptr,
+                                        w.post_attention_layernorm.data.as<float>(), tokens, hidden, eps,
+                                        b.normed.as<float>()));
     EXPERTMESH_RETURN_IF_ERROR(Mlp(layer, tokens, capturable, observer));
   }
   return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
 }
 
 absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
-  Buffers& b = *buffers_;
-  InvalidateGemmInput();  // normed was just rewritten
+  Buffers& b = *buffers_;  // normed was just written by NormRows (which keeps its bf16 copy)
   const DeviceLayer& w = weights_.layers[layer];
   const int64_t heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
   const int64_t rope = config_.qk_rope_head_dim, rank = config_.kv_lora_rank, v_dim = config_.v_head_dim;
   const int64_t qk = nope + rope, per_head = nope + v_dim;
-  if (config_.q_lora_rank) {
-    EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.q_a_proj, b.q_latent.as<float>()));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchAddRmsNorm(b.q_latent.as<float>(), nullptr, nullptr,
-                                                      w.q_a_layernorm.data.as<float>(), tokens, *config_.q_lora_rank,
-                                                      kLatentNormEpsilon, b.q_latent_normed.as<float>(), stream_));
-    EXPERTMESH_RETURN_IF_ERROR(Linear(b.q_latent_normed.as<float>(), tokens, w.q_b_proj, b.q.as<float>()));
-  } else {
-    EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.q_proj, b.q.as<float>()));
-  }
+  // Both products of normed first (one bf16 copy of it serves them), then the q LoRA's norm.
+  EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, config_.q_lora_rank ? w.q_a_proj : w.q_proj,
+                                    config_.q_lora_rank ? b.q_latent.as<float>() : b.q.as<float>()));
   EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.kv_a_proj_with_mqa, b.kv.as<float>()));
+  if (config_.q_lora_rank) {
+    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.q_latent.as<float>(), nullptr, nullptr, w.q_a_layernorm.data.as<float>(),
+                                        tokens, *config_.q_lora_rank, kLatentNormEpsilon,
+                                        b.q_latent_normed.as<float>()));
+    EXPERTMESH_RETURN_IF_ERROR(Linear(b.q_latent_normed.as<float>(), tokens, w.q_b_proj, b.q.as<float>()));
+  }
   const cuda::MlaDims dims{heads, nope, rope, rank};
   const cuda::PagedCacheView cache{b.cache[layer].as<float>(), b.token_pos.as<int32_t>(), b.token_seq.as<int32_t>(),
                                    b.block_table.as<int32_t>(), max_pages_per_sequence_, options_.page_tokens};
@@ -232,8 +251,7 @@ absl::Status GpuModel::NaiveAttention(const DeviceLayer& w, const cuda::PagedCac
 }
 
 absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer) {
-  Buffers& b = *buffers_;
-  InvalidateGemmInput();  // normed was just rewritten
+  Buffers& b = *buffers_;  // normed was just written by NormRows (which keeps its bf16 copy)
   const DeviceLayer& w = weights_.layers[layer];
   if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false);
   const int64_t top_k = config_.num_experts_per_tok;

@@ -45,7 +45,7 @@ __global__ void EmbeddingRowsKernel(const void* table, bool bf16, const int32_t*
 }
 
 __global__ void AddRmsNormKernel(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
-                                 int64_t cols, float eps, float* out) {
+                                 int64_t cols, float eps, float* out, __nv_bfloat16* out_bf16) {
   const int64_t row = blockIdx.x;
   float* x = residual + (source_rows != nullptr ? int64_t(source_rows[row]) : row) * cols;
   float sum = 0.0f;
@@ -58,7 +58,11 @@ __global__ void AddRmsNormKernel(float* residual, const float* delta, const int3
     sum += v * v;
   }
   const float inverse_rms = rsqrtf(BlockSum(sum) / float(cols) + eps);
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[row * cols + c] = weight[c] * (x[c] * inverse_rms);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float value = weight[c] * (x[c] * inverse_rms);
+    out[row * cols + c] = value;
+    if (out_bf16 != nullptr) out_bf16[row * cols + c] = __float2bfloat16_rn(value);
+  }
 }
 
 // The same for rows of at most kNormThreads * 4 * kNormVectors columns (cols % 4 == 0): each
@@ -68,7 +72,7 @@ constexpr int kNormVectors = 4;
 
 __global__ void __launch_bounds__(kNormThreads)
 AddRmsNormRegistersKernel(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
-                          int64_t cols, float eps, float* out) {
+                          int64_t cols, float eps, float* out, __nv_bfloat16* out_bf16) {
   const int64_t row = blockIdx.x;
   float4* x = reinterpret_cast<float4*>(residual + (source_rows != nullptr ? int64_t(source_rows[row]) : row) * cols);
   const float4* d = delta != nullptr && source_rows == nullptr ? reinterpret_cast<const float4*>(delta + row * cols)
@@ -101,8 +105,14 @@ AddRmsNormRegistersKernel(float* residual, const float* delta, const int32_t* so
     const int64_t q = threadIdx.x + int64_t(i) * kNormThreads;
     if (q < quads) {
       const float4 s = w[q];
-      o[q] = make_float4(s.x * (v[i].x * inverse_rms), s.y * (v[i].y * inverse_rms), s.z * (v[i].z * inverse_rms),
-                         s.w * (v[i].w * inverse_rms));
+      const float4 value = make_float4(s.x * (v[i].x * inverse_rms), s.y * (v[i].y * inverse_rms),
+                                       s.z * (v[i].z * inverse_rms), s.w * (v[i].w * inverse_rms));
+      o[q] = value;
+      if (out_bf16 != nullptr) {
+        __nv_bfloat162 low = __floats2bfloat162_rn(value.x, value.y), high = __floats2bfloat162_rn(value.z, value.w);
+        reinterpret_cast<uint2*>(out_bf16 + row * cols)[q] =
+            make_uint2(*reinterpret_cast<uint32_t*>(&low), *reinterpret_cast<uint32_t*>(&high));
+      }
     }
   }
 }
@@ -363,17 +373,19 @@ absl::Status LaunchEmbeddingRows(const void* table, bool bf16, const int32_t* id
 }
 
 absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
-                              int64_t rows, int64_t cols, float eps, float* out, void* stream) {
+                              int64_t rows, int64_t cols, float eps, float* out, void* stream, uint16_t* out_bf16) {
   if (rows <= 0) return absl::OkStatus();
+  auto* copy = reinterpret_cast<__nv_bfloat16*>(out_bf16);
   const bool aligned = (reinterpret_cast<uintptr_t>(residual) | reinterpret_cast<uintptr_t>(out) |
-                        reinterpret_cast<uintptr_t>(weight) | reinterpret_cast<uintptr_t>(delta)) % 16 == 0;
+                        reinterpret_cast<uintptr_t>(weight) | reinterpret_cast<uintptr_t>(delta) |
+                        reinterpret_cast<uintptr_t>(out_bf16)) % 16 == 0;
   if (cols % 4 == 0 && cols <= int64_t(kNormThreads) * 4 * kNormVectors && aligned) {
     AddRmsNormRegistersKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, AsStream(stream)>>>(
-        residual, delta, source_rows, weight, cols, eps, out);
+        residual, delta, source_rows, weight, cols, eps, out, copy);
     return LastLaunchStatus("AddRmsNormRegistersKernel");
   }
   AddRmsNormKernel<<<static_cast<unsigned>(rows), 256, 0, AsStream(stream)>>>(residual, delta, source_rows, weight,
-                                                                              cols, eps, out);
+                                                                              cols, eps, out, copy);
   return LastLaunchStatus("AddRmsNormKernel");
 }
 

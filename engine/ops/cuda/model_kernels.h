@@ -18,8 +18,10 @@ absl::Status LaunchEmbeddingRows(const void* table, bool bf16, const int32_t* id
 
 // residual[r] += delta[r] (when delta != null), then out[r] = weight * (residual[r] / rms). With
 // source_rows != null, out row r normalises residual[source_rows[r]] instead and nothing is added.
+// out_bf16 (may be null) receives out rounded to bf16 as well (a GEMM's input, no conversion pass).
 absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const int32_t* source_rows, const float* weight,
-                              int64_t rows, int64_t cols, float eps, float* out, void* stream);
+                              int64_t rows, int64_t cols, float eps, float* out, void* stream,
+                              uint16_t* out_bf16 = nullptr);
 
 // a[i] += b[i].
 absl::Status LaunchAddInPlace(float* a, const float* b, int64_t count, void* stream);

@@ -137,7 +137,15 @@ grpc::Status ExpertAdminServiceImpl::CommitBlend(grpc::ServerContext* context, c
 grpc::Status ExpertAdminServiceImpl::AbortBlend(grpc::ServerContext* context, const v1::AbortBlendRequest* request,
                                                 v1::WeightSetResponse* response) {
   if (grpc::Status auth = verifier_->Check(*context, "AbortBlend"); !auth.ok()) return auth;
-  absl::StatusOr<std::optional<WeightSetStatus>> aborted = store_->Abort(request->name(), request->version());
+  // A cancelled build is waited for (within the call's deadline, at most a minute): when the
+  // call returns OK nothing of the set is left.
+  const auto remaining = context->deadline() - std::chrono::system_clock::now();
+  const auto wait_until = std::chrono::steady_clock::now() +
+                          std::min<std::chrono::steady_clock::duration>(
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(remaining),
+                              std::chrono::minutes(1));
+  absl::StatusOr<std::optional<WeightSetStatus>> aborted =
+      store_->Abort(request->name(), request->version(), wait_until);
   if (aborted.ok() && aborted->has_value()) *response->mutable_weight_set() = WeightSetStatusToProto(**aborted);
   return Finish("AbortBlend", *context, absl::StrCat("'", request->name(), "' v", request->version()), aborted.status());
 }

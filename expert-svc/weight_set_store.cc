@@ -195,15 +195,21 @@ absl::StatusOr<WeightSetStatus> WeightSetStore::Commit(const std::string& name, 
   return result;
 }
 
-absl::StatusOr<std::optional<WeightSetStatus>> WeightSetStore::Abort(const std::string& name, uint64_t version) {
+absl::StatusOr<std::optional<WeightSetStatus>> WeightSetStore::Abort(const std::string& name, uint64_t version,
+                                                                    std::optional<StoreClock::time_point> wait_until) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     auto found = entries_.find({name, version});
     if (found == entries_.end()) return std::optional<WeightSetStatus>();
     Entry& entry = *found->second;
     if (entry.building()) {
       entry.stop.request_stop();  // the build fails CANCELLED and removes the entry
-      return std::optional<WeightSetStatus>(StatusLocked(entry, nullptr));
+      std::optional<WeightSetStatus> status(StatusLocked(entry, nullptr));
+      if (wait_until && !changed_.wait_until(lock, *wait_until, [&] { return !entries_.contains({name, version}); })) {
+        return absl::DeadlineExceededError(absl::StrCat("'", name, "' v", version, " is still stopping its build on shard ",
+                                                        options_.shard_name, "; it is removed when the build stops"));
+      }
+      return status;
     }
     if (entry.state != WeightSetState::kPrepared) {
       return absl::FailedPreconditionError(absl::StrCat("'", name, "' v", version, " is ", WeightSetStateName(entry.state),

@@ -115,9 +115,13 @@ class WeightSetStore {
   // PREPARED -> READY. NOT_FOUND if (name, version) is not PREPARED (FAILED_PRECONDITION if it
   // exists in another state); committing a READY set again is OK.
   absl::StatusOr<WeightSetStatus> Commit(const std::string& name, uint64_t version);
-  // Discards a PREPARED set or cancels its build (which then fails CANCELLED). nullopt if nothing
-  // was there (idempotent).
-  absl::StatusOr<std::optional<WeightSetStatus>> Abort(const std::string& name, uint64_t version);
+  // Discards a PREPARED set or cancels its build (which then fails CANCELLED and removes it). With
+  // `wait_until`, a cancelled build is waited for until its entry is gone (DEADLINE_EXCEEDED if
+  // not by then; it still goes later), so "aborted" means nothing is left. nullopt if nothing was
+  // there (idempotent).
+  absl::StatusOr<std::optional<WeightSetStatus>> Abort(
+      const std::string& name, uint64_t version,
+      std::optional<std::chrono::steady_clock::time_point> wait_until = std::nullopt);
   // READY/RETIRED -> DRAINING (version 0: every version of `name`; builds are cancelled, prepared
   // sets discarded). With `wait_until`, waits until they are freed (DEADLINE_EXCEEDED if not by
   // then; they are still freed later). NOT_FOUND if nothing matches; FAILED_PRECONDITION for the

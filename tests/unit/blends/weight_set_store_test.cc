@@ -280,6 +280,26 @@ TEST_F(WeightSetStoreTest, BuildsShowProgressAndCanBeCancelled) {
   gate->release.set_value();
   EXPECT_EQ(load.get().status().code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(gated->List().weight_sets.empty());
+
+  // With a deadline, Abort returns only once the cancelled build has removed its entry (what the
+  // router's fleet-wide abort relies on to report "nothing changed").
+  auto waited_backend = std::make_unique<GatedBackend>();
+  GatedBackend* waited_gate = waited_backend.get();
+  auto waited = TinyStore(0, std::move(waited_backend));
+  auto waited_load = std::async(std::launch::async, [&] { return waited->LoadParent("a", a_, 0, true); });
+  waited_gate->entered.get_future().wait();
+  auto too_soon = waited->Abort("a", 1, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+  EXPECT_EQ(too_soon.status().code(), absl::StatusCode::kDeadlineExceeded) << too_soon.status();
+  auto release = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    waited_gate->release.set_value();
+  });
+  auto stopped = waited->Abort("a", 1, std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_TRUE(waited->List().weight_sets.empty()) << "nothing is left once Abort returns";
+  EXPECT_TRUE(waited->List().next_versions.empty());
+  release.get();
+  EXPECT_EQ(waited_load.get().status().code(), absl::StatusCode::kCancelled);
 }
 
 TEST_F(WeightSetStoreTest, MalformedRecipesAreInvalidAndChangeNothing) {

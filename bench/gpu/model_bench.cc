@@ -203,11 +203,13 @@ int Run(const std::string& directory, bool profile) {
     table.push_back(absl::StrFormat(
         "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph (%s) %8.1f "
         "tok/s (%.1fx) | %s, CUDA graph %8.1f tok/s (%.1fx) | phase-1 launch shapes, CUDA graph %8.1f tok/s (%.1fx; "
-        "ours/phase-1 %.2fx) | register weight loads, CUDA graph %8.1f tok/s (rings/registers %.2fx)%s | graph==loop tokens: %s | greedy prefix = phase-1 for %lld/%lld tokens | first token = "
-        "HF for %lld/%lld, seq 0 greedy prefix %lld/%lld, last logits rel diff %.3g",
+        "ours/phase-1 %.2fx) | register weight loads, CUDA graph %8.1f tok/s (rings/registers %.2fx)%s | graph==loop "
+        "tokens: %s | greedy prefix = phase-1 for %lld/%lld tokens | first token = HF for %lld/%lld, seq 0 greedy "
+        "prefix %lld/%lld, last logits rel diff %.3g",
         (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, default_linears, ours_graph, ours_graph / hf_tps,
         other_linears, other_graph, other_graph / hf_tps, phase1_graph, phase1_graph / hf_tps,
-        ours_graph / phase1_graph, registers_graph, ours_graph / registers_graph, grouped, tokens[0] == tokens[1] ? "yes" : "NO",
+        ours_graph / phase1_graph, registers_graph, ours_graph / registers_graph, grouped,
+        tokens[0] == tokens[1] ? "yes" : "NO",
         (long long)same_as_phase1, (long long)(batch * steps), (long long)first_same, (long long)batch,
         (long long)prefix0, (long long)steps, scale > 0 ? diff / scale : diff));
     std::printf("%s\n", table.back().c_str());

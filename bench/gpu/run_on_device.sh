@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|profile]: the GPU backend's device call, in the repo root there,
-# from .gpu-bundle/bundle.tar.xz (made here by bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile]: the GPU backend's device
+# call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
+# bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
 #          memcheck of the new kernels.
 #   compare: the changed kernels' GPU tests and benchmarks beside a baseline build's benchmarks.

@@ -147,6 +147,32 @@ MoeGateKernel(const float* __restrict__ logits, const float* __restrict__ bias, 
 
 constexpr int kArgMaxThreads = 1024;
 
+// The argmax order: a valid index beats none, then the larger value, then the lower index.
+__device__ __forceinline__ bool ArgMaxPrecedes(float value, int index, float best, int best_index) {
+  return index >= 0 && (best_index < 0 || value > best || (value == best && index < best_index));
+}
+
+// Every lane's (best, best_index) becomes the warp's by ArgMaxPrecedes.
+__device__ __forceinline__ void WarpArgMax(float& best, int& best_index) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+    if (ArgMaxPrecedes(other, other_index, best, best_index)) {
+      best = other;
+      best_index = other_index;
+    }
+  }
+}
+
+// Greedy decoding's bookkeeping for row b: next token, its slot in `generated`, one position on.
+__device__ __forceinline__ void RecordGreedyToken(int b, int32_t index, int32_t* token_ids, int32_t* token_pos,
+                                                  const int32_t* first_pos, int32_t* generated, int64_t max_steps) {
+  token_ids[b] = index;
+  const int64_t step = int64_t(token_pos[b]) - first_pos[b];
+  if (step >= 0 && step < max_steps) generated[b * max_steps + step] = index;
+  token_pos[b] += 1;
+}
+
 __device__ int BlockArgMax(const float* row, int64_t vocab) {
   float best = -INFINITY;
   int best_index = -1;
@@ -157,14 +183,7 @@ __device__ int BlockArgMax(const float* row, int64_t vocab) {
       best_index = static_cast<int>(i);
     }
   }
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    if (other_index >= 0 && (best_index < 0 || other > best || (other == best && other_index < best_index))) {
-      best = other;
-      best_index = other_index;
-    }
-  }
+  WarpArgMax(best, best_index);
   __shared__ float warp_best[32];
   __shared__ int warp_index[32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -178,10 +197,9 @@ __device__ int BlockArgMax(const float* row, int64_t vocab) {
     float b = warp_best[0];
     int bi = warp_index[0];
     for (int w = 1; w < blockDim.x / 32; ++w) {
-      const int wi = warp_index[w];
-      if (wi >= 0 && (bi < 0 || warp_best[w] > b || (warp_best[w] == b && wi < bi))) {
+      if (ArgMaxPrecedes(warp_best[w], warp_index[w], b, bi)) {
         b = warp_best[w];
-        bi = wi;
+        bi = warp_index[w];
       }
     }
     result = bi < 0 ? 0 : bi;
@@ -199,12 +217,7 @@ GreedyAdvanceKernel(const float* logits, int64_t vocab, int32_t* token_ids, int3
                     int32_t* generated, int64_t max_steps) {
   const int b = blockIdx.x;
   const int index = BlockArgMax(logits + int64_t(b) * vocab, vocab);
-  if (threadIdx.x == 0) {
-    token_ids[b] = index;
-    const int64_t step = int64_t(token_pos[b]) - first_pos[b];
-    if (step >= 0 && step < max_steps) generated[b * max_steps + step] = index;
-    token_pos[b] += 1;
-  }
+  if (threadIdx.x == 0) RecordGreedyToken(b, index, token_ids, token_pos, first_pos, generated, max_steps);
 }
 
 // Two-stage greedy step for large vocabularies: block (b, p) finds the first maximum of its slice
@@ -228,29 +241,18 @@ __global__ void GreedyFinishKernel(const float* part_value, const int32_t* part_
   // One warp per row: each lane merges its slices, then the lanes merge (larger, then lower index).
   const int b = blockIdx.x, lane = threadIdx.x;
   float best = -INFINITY;
-  int32_t best_index = -1;
+  int best_index = -1;
   for (int p = lane; p < parts; p += 32) {
-    const int32_t index = part_index[b * parts + p];
+    const int index = part_index[b * parts + p];
     const float value = part_value[b * parts + p];
-    if (index >= 0 && (best_index < 0 || value > best || (value == best && index < best_index))) {
+    if (ArgMaxPrecedes(value, index, best, best_index)) {
       best = value;
       best_index = index;
     }
   }
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    if (other_index >= 0 && (best_index < 0 || other > best || (other == best && other_index < best_index))) {
-      best = other;
-      best_index = other_index;
-    }
-  }
+  WarpArgMax(best, best_index);
   if (lane != 0) return;
-  if (best_index < 0) best_index = 0;
-  token_ids[b] = best_index;
-  const int64_t step = int64_t(token_pos[b]) - first_pos[b];
-  if (step >= 0 && step < max_steps) generated[b * max_steps + step] = best_index;
-  token_pos[b] += 1;
+  RecordGreedyToken(b, best_index < 0 ? 0 : best_index, token_ids, token_pos, first_pos, generated, max_steps);
 }
 
 }  // namespace

@@ -192,6 +192,50 @@ __device__ __forceinline__ void ReadStep(const uint4* stage, int g, int t, uint4
   }
 }
 
+// One step's products of both weight-loading paths: the lane's weight pairs wa / wb (rows g and
+// 8 + g, from ReadStep or register loads) against up to `tiles` tiles of activation rows
+// [first, end), into `acc` (bf16), or scaled per row by the step's 128-wide FP8 scale block.
+template <bool kFp8, typename Activation>
+__device__ __forceinline__ void StepProducts(const uint4 (&wa)[kChunksPerStep], const uint4 (&wb)[kChunksPerStep],
+                                             const float* scale, int64_t cols, int64_t scale_row_a, bool row_a_ok,
+                                             int64_t scale_row_b, bool row_b_ok, const Activation* x, int32_t first,
+                                             int32_t end, int tiles, int t, int g, int64_t k_step,
+                                             float (&acc)[kTilesPerPass][4]) {
+  const int64_t scale_cols = (cols + 127) / 128;
+  float part[kTilesPerPass][4];
+#pragma unroll
+  for (int tile = 0; tile < kTilesPerPass; ++tile) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) part[tile][j] = 0.0f;
+  }
+  float(&sink)[kTilesPerPass][4] = kFp8 ? part : acc;
+#pragma unroll
+  for (int c = 0; c < kChunksPerStep; ++c) {
+    const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
+    const bool k_ok = k < cols;
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+      if (tile < tiles) {
+        const int32_t row = first + tile * 8 + g;
+        const uint4 xv = LoadActivations<kFp8>(x, row, row < end, k, k_ok, cols);
+        Mma<kFp8>(sink[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
+        Mma<kFp8>(sink[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
+      }
+    }
+  }
+  if constexpr (kFp8) {
+    const float scale_a = row_a_ok ? __ldg(scale + scale_row_a * scale_cols + k_step / 128) : 0.0f;
+    const float scale_b = row_b_ok ? __ldg(scale + scale_row_b * scale_cols + k_step / 128) : 0.0f;
+#pragma unroll
+    for (int tile = 0; tile < kTilesPerPass; ++tile) {
+      acc[tile][0] += scale_a * part[tile][0];
+      acc[tile][1] += scale_a * part[tile][1];
+      acc[tile][2] += scale_b * part[tile][2];
+      acc[tile][3] += scale_b * part[tile][3];
+    }
+  }
+}
+
 // One warp: 16 weight rows (row_a for fragment rows 0-7, row_b for 8-15) against up to
 // kTilesPerPass * 8 activation rows [first, end) of x ([*, cols]), over the steps of kStep k-values
 // at k_first, k_first + k_stride, ... (weights through the warp's cp.async `ring`,
@@ -207,7 +251,6 @@ __device__ __forceinline__ void WarpProductRing(const void* weights, const float
                                                 int64_t k_stride, uint4* ring, float (&acc)[kTilesPerPass][4]) {
   const int lane = g * 4 + t;
   const bool row_a_ok = base_a + g < limit_a, row_b_ok = base_b + g < limit_b;
-  const int64_t scale_cols = (cols + 127) / 128;
   const int tiles = min(kTilesPerPass, (end - first + 7) / 8);
   constexpr int kStagePieces = kSlots<kFp8> * 32;
   const int64_t steps = k_first < cols ? (cols - k_first + k_stride - 1) / k_stride : 0;
@@ -227,38 +270,8 @@ __device__ __forceinline__ void WarpProductRing(const void* weights, const float
     __syncwarp();                // and every other lane's
     uint4 wa[kChunksPerStep], wb[kChunksPerStep];
     ReadStep<kFp8>(ring + (i % kStages) * kStagePieces, g, t, wa, wb);
-    float part[kTilesPerPass][4];
-#pragma unroll
-    for (int tile = 0; tile < kTilesPerPass; ++tile) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) part[tile][j] = 0.0f;
-    }
-    float(&sink)[kTilesPerPass][4] = kFp8 ? part : acc;
-#pragma unroll
-    for (int c = 0; c < kChunksPerStep; ++c) {
-      const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
-      const bool k_ok = k < cols;
-#pragma unroll
-      for (int tile = 0; tile < kTilesPerPass; ++tile) {
-        if (tile < tiles) {
-          const int32_t row = first + tile * 8 + g;
-          const uint4 xv = LoadActivations<kFp8>(x, row, row < end, k, k_ok, cols);
-          Mma<kFp8>(sink[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
-          Mma<kFp8>(sink[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
-        }
-      }
-    }
-    if constexpr (kFp8) {
-      const float scale_a = row_a_ok ? __ldg(scale + scale_row_a * scale_cols + k_step / 128) : 0.0f;
-      const float scale_b = row_b_ok ? __ldg(scale + scale_row_b * scale_cols + k_step / 128) : 0.0f;
-#pragma unroll
-      for (int tile = 0; tile < kTilesPerPass; ++tile) {
-        acc[tile][0] += scale_a * part[tile][0];
-        acc[tile][1] += scale_a * part[tile][1];
-        acc[tile][2] += scale_b * part[tile][2];
-        acc[tile][3] += scale_b * part[tile][3];
-      }
-    }
+    StepProducts<kFp8>(wa, wb, scale, cols, scale_row_a, row_a_ok, scale_row_b, row_b_ok, x, first, end, tiles, t, g,
+                       k_step, acc);
   }
   CpAsyncWait<0>();  // the trailing (zero-fill) groups, before the ring is used again
   __syncwarp();
@@ -306,7 +319,6 @@ __device__ __forceinline__ void WarpProductRegisters(const void* weights, const 
                                                      int64_t k_first, int64_t k_stride, float (&acc)[kTilesPerPass][4]) {
   const int64_t row_a = base_a + g, row_b = base_b + g;
   const bool row_a_ok = row_a < limit_a, row_b_ok = row_b < limit_b;
-  const int64_t scale_cols = (cols + 127) / 128;
   const int tiles = min(kTilesPerPass, (end - first + 7) / 8);
   for (int64_t k_step = k_first; k_step < cols; k_step += k_stride) {
     uint4 wa[kChunksPerStep], wb[kChunksPerStep];
@@ -325,38 +337,8 @@ __device__ __forceinline__ void WarpProductRegisters(const void* weights, const 
         wb[c] = LoadBf16Eight(weights, row_b, row_b_ok, k, cols);
       }
     }
-    float part[kTilesPerPass][4];
-#pragma unroll
-    for (int tile = 0; tile < kTilesPerPass; ++tile) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) part[tile][j] = 0.0f;
-    }
-    float(&sink)[kTilesPerPass][4] = kFp8 ? part : acc;
-#pragma unroll
-    for (int c = 0; c < kChunksPerStep; ++c) {
-      const int64_t k = k_step + ChunkOffset<kFp8>(c, t);
-      const bool k_ok = k < cols;
-#pragma unroll
-      for (int tile = 0; tile < kTilesPerPass; ++tile) {
-        if (tile < tiles) {
-          const int32_t row = first + tile * 8 + g;
-          const uint4 xv = LoadActivations<kFp8>(x, row, row < end, k, k_ok, cols);
-          Mma<kFp8>(sink[tile], wa[c].x, wb[c].x, wa[c].y, wb[c].y, xv.x, xv.y);
-          Mma<kFp8>(sink[tile], wa[c].z, wb[c].z, wa[c].w, wb[c].w, xv.z, xv.w);
-        }
-      }
-    }
-    if constexpr (kFp8) {
-      const float scale_a = row_a_ok ? __ldg(scale + scale_row_a * scale_cols + k_step / 128) : 0.0f;
-      const float scale_b = row_b_ok ? __ldg(scale + scale_row_b * scale_cols + k_step / 128) : 0.0f;
-#pragma unroll
-      for (int tile = 0; tile < kTilesPerPass; ++tile) {
-        acc[tile][0] += scale_a * part[tile][0];
-        acc[tile][1] += scale_a * part[tile][1];
-        acc[tile][2] += scale_b * part[tile][2];
-        acc[tile][3] += scale_b * part[tile][3];
-      }
-    }
+    StepProducts<kFp8>(wa, wb, scale, cols, scale_row_a, row_a_ok, scale_row_b, row_b_ok, x, first, end, tiles, t, g,
+                       k_step, acc);
   }
 }
 

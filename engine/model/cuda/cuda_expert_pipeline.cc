@@ -143,21 +143,15 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   if (s.rows.bytes() < static_cast<size_t>((offsets[num_local] + largest) * hidden * 2)) {
     return absl::InternalError("batched experts: gathered-row buffer too small for the padded reads");
   }
-  auto grow = [](cuda::DeviceBuffer& buffer, size_t bytes) -> absl::Status {
-    if (buffer.bytes() >= bytes) return absl::OkStatus();
-    buffer = cuda::DeviceBuffer();
-    EXPERTMESH_ASSIGN_OR_RETURN(buffer, cuda::DeviceBuffer::Allocate(bytes));
-    return absl::OkStatus();
-  };
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.batch_pointers, 6 * experts * sizeof(void*)));
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_base, num_local * sizeof(int32_t)));
+  EXPERTMESH_RETURN_IF_ERROR(s.batch_pointers.GrowTo(6 * experts * sizeof(void*)));
+  EXPERTMESH_RETURN_IF_ERROR(s.padded_base.GrowTo(num_local * sizeof(int32_t)));
   // bf16 products (float32 accumulation inside the GEMMs): half the bytes of the float32 ones
   // that prefill would otherwise write and read back.
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_gate_up, padded_rows * 2 * intermediate * 2));
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_h, padded_rows * intermediate * 2));
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_y, padded_rows * hidden * 2));
-  EXPERTMESH_RETURN_IF_ERROR(grow(s.padded_row_of_slot, slots * sizeof(int32_t)));
-  if (fp8) EXPERTMESH_RETURN_IF_ERROR(grow(s.dequantized_group, group * expert_elements * 2));
+  EXPERTMESH_RETURN_IF_ERROR(s.padded_gate_up.GrowTo(padded_rows * 2 * intermediate * 2));
+  EXPERTMESH_RETURN_IF_ERROR(s.padded_h.GrowTo(padded_rows * intermediate * 2));
+  EXPERTMESH_RETURN_IF_ERROR(s.padded_y.GrowTo(padded_rows * hidden * 2));
+  EXPERTMESH_RETURN_IF_ERROR(s.padded_row_of_slot.GrowTo(slots * sizeof(int32_t)));
+  if (fp8) EXPERTMESH_RETURN_IF_ERROR(s.dequantized_group.GrowTo(group * expert_elements * 2));
   auto* dequantized = s.dequantized_group.as<uint16_t>();  // [group][gate_up 2I x H | down H x I]
   // Pointer arrays: gate_up GEMM (rows, weights, products), then down GEMM (h, weights, outputs).
   std::vector<const void*> pointers(6 * experts);
@@ -255,13 +249,8 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
       join_events_[i] = event;
     }
     const size_t products = largest * 2 * intermediate * sizeof(float);
-    if (s.gate_up_out[i].bytes() < products) {
-      s.gate_up_out[i] = cuda::DeviceBuffer();
-      EXPERTMESH_ASSIGN_OR_RETURN(s.gate_up_out[i], cuda::DeviceBuffer::Allocate(products));
-    }
-    if (fp8 && s.dequantized[i].bytes() < static_cast<size_t>(3 * intermediate * hidden * 2)) {
-      EXPERTMESH_ASSIGN_OR_RETURN(s.dequantized[i], cuda::DeviceBuffer::Allocate(3 * intermediate * hidden * 2));
-    }
+    EXPERTMESH_RETURN_IF_ERROR(s.gate_up_out[i].GrowTo(products));
+    if (fp8) EXPERTMESH_RETURN_IF_ERROR(s.dequantized[i].GrowTo(3 * intermediate * hidden * 2));
   }
   if (fork_event_ == nullptr) {
     cudaEvent_t event = nullptr;

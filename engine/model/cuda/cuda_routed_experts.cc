@@ -24,14 +24,6 @@ int64_t Blocks128(int64_t n) { return (n + 127) / 128; }
 
 cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
-// Grows `buffer` to at least `bytes` (contents are not kept).
-absl::Status Grow(DeviceBuffer& buffer, size_t bytes) {
-  if (buffer.bytes() >= bytes) return absl::OkStatus();
-  buffer = DeviceBuffer();
-  EXPERTMESH_ASSIGN_OR_RETURN(buffer, DeviceBuffer::Allocate(std::max<size_t>(bytes, 256)));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 
@@ -135,7 +127,7 @@ absl::StatusOr<CudaRoutedExperts::ExpertStorage*> CudaRoutedExperts::SlotFor(int
 
 absl::Status CudaRoutedExperts::UploadTables(LayerStorage& layer) {
   const size_t slots = layer.slots.size();
-  EXPERTMESH_RETURN_IF_ERROR(Grow(layer.device_slot_of_expert, layer.slot_of_expert.size() * sizeof(int32_t)));
+  EXPERTMESH_RETURN_IF_ERROR(layer.device_slot_of_expert.GrowTo(layer.slot_of_expert.size() * sizeof(int32_t)));
   // Stream-ordered with the kernels that read the tables (stream_ does not wait for the legacy stream).
   cudaStream_t stream = AsStream(stream_);
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(layer.device_slot_of_expert.data(), layer.slot_of_expert.data(),
@@ -149,7 +141,7 @@ absl::Status CudaRoutedExperts::UploadTables(LayerStorage& layer) {
     pointers[2 * slots + s] = layer.slots[s].gate_up_scale.data();
     pointers[3 * slots + s] = layer.slots[s].down_scale.data();
   }
-  EXPERTMESH_RETURN_IF_ERROR(Grow(layer.device_pointers, pointers.size() * sizeof(void*)));
+  EXPERTMESH_RETURN_IF_ERROR(layer.device_pointers.GrowTo(pointers.size() * sizeof(void*)));
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(layer.device_pointers.data(), pointers.data(),
                                                         pointers.size() * sizeof(void*), cudaMemcpyHostToDevice, stream),
                                         "pointer table upload"));
@@ -305,21 +297,21 @@ absl::Status CudaRoutedExperts::EnsureScratch(int64_t tokens, int64_t top_k, int
   Scratch& s = *scratch_;
   const int64_t h = options_.hidden_size, i = options_.intermediate_size;
   if (tokens > s.token_capacity) {
-    EXPERTMESH_RETURN_IF_ERROR(Grow(s.activations, tokens * h * sizeof(float)));
-    EXPERTMESH_RETURN_IF_ERROR(Grow(s.output, tokens * h * sizeof(float)));
+    EXPERTMESH_RETURN_IF_ERROR(s.activations.GrowTo(tokens * h * sizeof(float)));
+    EXPERTMESH_RETURN_IF_ERROR(s.output.GrowTo(tokens * h * sizeof(float)));
     s.token_capacity = tokens;
   }
   const int64_t slots = tokens * top_k;
   if (slots > s.slot_capacity) {
     for (DeviceBuffer* buffer : {&s.ids, &s.weights, &s.row_token, &s.row_of_slot}) {
-      EXPERTMESH_RETURN_IF_ERROR(Grow(*buffer, slots * sizeof(int32_t)));
+      EXPERTMESH_RETURN_IF_ERROR(buffer->GrowTo(slots * sizeof(int32_t)));
     }
     s.slot_capacity = slots;
   }
   if (local_rows > s.row_capacity) {
-    EXPERTMESH_RETURN_IF_ERROR(Grow(s.rows, local_rows * h * sizeof(float)));
-    EXPERTMESH_RETURN_IF_ERROR(Grow(s.h, local_rows * i * sizeof(float)));
-    EXPERTMESH_RETURN_IF_ERROR(Grow(s.y, local_rows * h * sizeof(float)));
+    EXPERTMESH_RETURN_IF_ERROR(s.rows.GrowTo(local_rows * h * sizeof(float)));
+    EXPERTMESH_RETURN_IF_ERROR(s.h.GrowTo(local_rows * i * sizeof(float)));
+    EXPERTMESH_RETURN_IF_ERROR(s.y.GrowTo(local_rows * h * sizeof(float)));
     s.row_capacity = local_rows;
   }
   return absl::OkStatus();

@@ -338,11 +338,9 @@ absl::Status GpuModel::HostExperts(int64_t layer, int64_t tokens, const DeviceLa
   batch.expert_ids = std::span<const int32_t>(ids, tokens * top_k);
   batch.gate_weights = std::span<const float>(weights, tokens * top_k);
   batch.deadline = expert_deadline_;
-  if (b.routed_out.bytes() < static_cast<size_t>(tokens * hidden * 4)) {
-    b.routed_out = cuda::DeviceBuffer();
-    EXPERTMESH_ASSIGN_OR_RETURN(b.routed_out,
-                                cuda::DeviceBuffer::Allocate(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
-  }
+  // Allocated at start unless the model's experts live on the device (a step's override then
+  // takes this host path).
+  EXPERTMESH_RETURN_IF_ERROR(b.routed_out.GrowTo(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
   RoutedExperts* experts = step_experts_ != nullptr ? step_experts_ : routed_experts_;
   std::future<absl::Status> routed = experts->ComputeAsync(batch, std::span<float>(out, tokens * hidden));
   // Meanwhile the shared experts (or zeros) fill mlp_out on the GPU.

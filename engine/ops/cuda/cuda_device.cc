@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,13 @@ absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   }
   buffer.bytes_ = bytes;
   return buffer;
+}
+
+absl::Status DeviceBuffer::GrowTo(size_t bytes) {
+  if (bytes_ >= bytes) return absl::OkStatus();
+  *this = DeviceBuffer();  // the old memory goes first
+  EXPERTMESH_ASSIGN_OR_RETURN(*this, Allocate(std::max<size_t>(bytes, 256)));
+  return absl::OkStatus();
 }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept

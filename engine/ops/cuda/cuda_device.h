@@ -44,6 +44,9 @@ class DeviceBuffer {
   template <typename T>
   T* as() const { return static_cast<T*>(data_); }
 
+  // Reallocates to at least `bytes` (and 256) when smaller; the contents are not kept.
+  absl::Status GrowTo(size_t bytes);
+
   // Both host->device copies return when the bytes are in device memory, so work on any stream
   // (non-blocking ones included) may read them.
   absl::Status CopyFromHost(const void* host, size_t bytes);

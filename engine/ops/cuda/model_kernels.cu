@@ -128,14 +128,7 @@ __device__ __forceinline__ float* CacheRow(const PagedCacheView& cache, int64_t 
   return cache.layer + (page * cache.page_tokens + position % cache.page_tokens) * row;
 }
 
-__device__ __forceinline__ void RotatePair(float* v, int64_t i, int64_t half, bool interleaved, float c, float s) {
-  const int64_t first = interleaved ? 2 * i : i;
-  const int64_t second = interleaved ? 2 * i + 1 : i + half;
-  const float x = v[first], y = v[second];
-  v[first] = x * c - y * s;
-  v[second] = y * c + x * s;
-}
-
+// RoPE of pair i of `source` into `destination` (which may be `source`: both values are read first).
 __device__ __forceinline__ void RotatePairTo(const float* source, float* destination, int64_t i, int64_t half,
                                              bool interleaved, float c, float s) {
   const int64_t first = interleaved ? 2 * i : i;
@@ -163,8 +156,8 @@ __global__ void MlaPrepareKernel(float* q, const float* kv, const float* kv_norm
   const int64_t qk = dims.nope + dims.rope;
   for (int64_t index = threadIdx.x; index < dims.heads * half; index += blockDim.x) {
     const int64_t h = index / half, i = index - h * half;
-    RotatePair(q + (token * dims.heads + h) * qk + dims.nope, i, half, interleaved, cos[position * half + i],
-               sin[position * half + i]);
+    float* q_rope = q + (token * dims.heads + h) * qk + dims.nope;
+    RotatePairTo(q_rope, q_rope, i, half, interleaved, cos[position * half + i], sin[position * half + i]);
   }
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < dims.rank; c += blockDim.x) sum += kv_row[c] * kv_row[c];

@@ -112,8 +112,9 @@ absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name) {
   if (name == "kernels") return ExpertGemmPath::kDirect;
   if (name == "cublas_streams") return ExpertGemmPath::kCublasStreams;
   if (name == "cublas_batched") return ExpertGemmPath::kCublasBatched;
+  if (name == "few_tokens") return ExpertGemmPath::kFewTokens;
   return absl::InvalidArgumentError(absl::StrCat("unknown GPU expert path '", name,
-                                                 "' (auto, kernels, cublas_streams or cublas_batched)"));
+                                                 "' (auto, kernels, cublas_streams, cublas_batched or few_tokens)"));
 }
 
 absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const GpuExpertsOptions& options) {

@@ -30,8 +30,9 @@ struct GpuExpertsOptions {
   ExpertGemmPath gemm_path = ExpertGemmPath::kAuto;  // how the experts' products run (see ParseExpertGemmPath)
 };
 
-// --gpu_expert_path: "auto", "kernels" (the tensor-core kernels), "cublas_streams" or
-// "cublas_batched"; INVALID_ARGUMENT otherwise.
+// --gpu_expert_path: "auto", "kernels" (the tensor-core kernels), "cublas_streams",
+// "cublas_batched" or "few_tokens" (decode batches of at most 4 tokens only); INVALID_ARGUMENT
+// otherwise.
 absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name);
 
 struct GpuExperts {

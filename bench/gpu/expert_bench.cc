@@ -22,6 +22,7 @@
 #include "engine/ops/cuda/blend_kernels.h"
 #include "engine/ops/cuda/cublas_gemm.h"
 #include "engine/ops/cuda/cuda_device.h"
+#include "engine/ops/cuda/few_token_experts.h"
 
 namespace expertmesh::bench {
 namespace {
@@ -159,7 +160,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                              (long long)s.shard_experts, kLayers, experts.DeviceWeightBytes() / double(1 << 30),
                              expert_bytes / 1e6));
   std::mt19937_64 rng(42);
-  for (int64_t tokens : {1, 4, 16, 64, 128, 256, 4096, 16384}) {
+  for (int64_t tokens : {1, 2, 4, 16, 64, 128, 256, 4096, 16384}) {
     if (!selection.Wants(tokens)) continue;
     const bool prefill = tokens >= 4096;
     auto x = DeviceBuffer::Allocate(tokens * s.hidden * 4);
@@ -186,11 +187,14 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // The tensor-core path twice: with the grid over every local expert and 8-way split-k (the
     // phase-1 launch shape) and with the compact grid (only experts with rows, adaptive split-k).
     // The compact grid also with register weight loads instead of the cp.async rings.
+    // The few-token kernels (<= 4 tokens) with the down kernel launched as a programmatic
+    // dependent and in plain stream order. "auto" is what the services run.
     struct Variant {
       ExpertGemmPath path;
       bool compact;
       bool ring;
       const char* name;
+      bool programmatic = true;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -198,15 +202,19 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kDirect, false, false, "direct-mma-every-expert-grid"},
                                 {ExpertGemmPath::kDirect, true, false, "direct-mma-registers"},
                                 {ExpertGemmPath::kDirect, true, true, "direct-mma"},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
       if (prefill && path == ExpertGemmPath::kDirect && !variant.compact) continue;
+      if (path == ExpertGemmPath::kFewTokens && tokens > cuda::kFewTokenMaxTokens) continue;
       experts.set_path(path);
       experts.set_compact_expert_grid(variant.compact);
       experts.set_weight_ring(variant.ring);
+      experts.set_programmatic_launch(variant.programmatic);
       {
         DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
                                 out->as<float>(), false};

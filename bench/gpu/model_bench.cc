@@ -145,18 +145,18 @@ int Run(const std::string& directory, bool profile) {
     // Runs, measured in the same process: 0 device loop and 1 CUDA graph with the defaults; 2 CUDA
     // graph with the other linear-layer path (skinny tensor-core kernels <-> cuBLAS); 3 CUDA graph
     // with the phase-1 launch shapes (cuBLAS for every linear layer with its bf16 conversions,
-    // expert grid over every local expert); 4 CUDA graph with the defaults but register weight
-    // loads instead of the cp.async rings (skinny linears and experts).
+    // expert grid over every local expert); 4 CUDA graph with the defaults but the tensor-core
+    // expert kernels instead of the few-token kernels (which take batches of <= 4 tokens).
     double results[5] = {0, 0, 0, 0, 0};
     std::vector<std::vector<int32_t>> tokens[5];
     Prefilled first_run;
     const int64_t default_rows = model.options().decode_linear_max_rows;
     const int64_t other_rows = default_rows > 0 ? 0 : 16;
+    const int64_t default_few_tokens = experts_ref.options().few_token_max_tokens;
     for (int run = 0; run < 5; ++run) {
       model.set_decode_linear_max_rows(run == 2 ? other_rows : run == 3 ? 0 : default_rows);
       experts_ref.set_compact_expert_grid(run != 3);
-      model.set_decode_linear_weight_ring(run != 4);
-      experts_ref.set_weight_ring(run != 4);
+      experts_ref.set_few_token_max_tokens(run == 4 ? 0 : default_few_tokens);
       if (run >= 2) {  // warm-up of the other kernels
         Prefilled warm_other = Prefill(model, prompts);
         Die(model.GenerateGreedy(warm_other.sequences, warm_other.first_tokens, 4, true).status(), "warm-up");
@@ -173,8 +173,7 @@ int Run(const std::string& directory, bool profile) {
     }
     model.set_decode_linear_max_rows(default_rows);
     experts_ref.set_compact_expert_grid(true);
-    model.set_decode_linear_weight_ring(true);
-    experts_ref.set_weight_ring(true);
+    experts_ref.set_few_token_max_tokens(default_few_tokens);
     int64_t same_as_phase1 = 0;
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t i = 0; i < steps && tokens[1][b][i] == tokens[3][b][i]; ++i) ++same_as_phase1;
@@ -191,7 +190,7 @@ int Run(const std::string& directory, bool profile) {
     const double hf_tps = entry["decode_tokens_per_s"];
     const double ours_loop = batch * steps / results[0], ours_graph = batch * steps / results[1];
     const double other_graph = batch * steps / results[2], phase1_graph = batch * steps / results[3];
-    const double registers_graph = batch * steps / results[4];
+    const double tensor_core_graph = batch * steps / results[4];
     const char* default_linears = default_rows > 0 ? "skinny linears" : "cuBLAS linears";
     const char* other_linears = default_rows > 0 ? "cuBLAS linears" : "skinny linears";
     std::string grouped = "";
@@ -203,12 +202,12 @@ int Run(const std::string& directory, bool profile) {
     table.push_back(absl::StrFormat(
         "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph (%s) %8.1f "
         "tok/s (%.1fx) | %s, CUDA graph %8.1f tok/s (%.1fx) | phase-1 launch shapes, CUDA graph %8.1f tok/s (%.1fx; "
-        "ours/phase-1 %.2fx) | register weight loads, CUDA graph %8.1f tok/s (rings/registers %.2fx)%s | graph==loop "
+        "ours/phase-1 %.2fx) | tensor-core expert kernels, CUDA graph %8.1f tok/s (ours/them %.2fx)%s | graph==loop "
         "tokens: %s | greedy prefix = phase-1 for %lld/%lld tokens | first token = HF for %lld/%lld, seq 0 greedy "
         "prefix %lld/%lld, last logits rel diff %.3g",
         (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, default_linears, ours_graph, ours_graph / hf_tps,
         other_linears, other_graph, other_graph / hf_tps, phase1_graph, phase1_graph / hf_tps,
-        ours_graph / phase1_graph, registers_graph, ours_graph / registers_graph, grouped,
+        ours_graph / phase1_graph, tensor_core_graph, ours_graph / tensor_core_graph, grouped,
         tokens[0] == tokens[1] ? "yes" : "NO",
         (long long)same_as_phase1, (long long)(batch * steps), (long long)first_same, (long long)batch,
         (long long)prefix0, (long long)steps, scale > 0 ? diff / scale : diff));

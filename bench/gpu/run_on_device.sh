@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -10,6 +10,8 @@
 #            sections of one expert kernel).
 #   profile: the expert tests and benchmark, per-kernel times (ncu) of the expert pipeline at 1 and
 #            16 tokens and of one batch-1 decode step.
+#   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
+#            racecheck of the few-token kernels, the decode and prefill expert benchmark.
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
 #          on the GPU (throughput), the CPU services benchmark on the machine's cores, sanitizers.
 # Every step has its own timeout; a summary goes to $OUT/summary.txt, tables to $OUT/*.md|tsv,
@@ -77,6 +79,21 @@ if [[ $mode == model ]]; then
   step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
   sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
   log "done (model) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == experts ]]; then
+  for t in cuda_experts_test gpu_model_test; do step "$t" 180 "$B/$t" --gtest_color=no; done
+  if [[ -n $SANITIZER ]]; then
+    step memcheck_few_tokens 150 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+      --gtest_filter=*FewToken*:*DeviceBatch*
+    step racecheck_few_tokens 120 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
+      --gtest_filter=*FewTokenDevice*:*DeviceBatchRecords*
+  fi
+  step expert_bench 200 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,256,4096 --tsv "$OUT/expert_bench.tsv"
+  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | grep -vE "cublas-(loop|4-streams)|every-expert|registers" \
+    | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  log "done (experts) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -1,11 +1,14 @@
 // CudaRoutedExperts vs the CPU reference (LocalRoutedExperts, float32) on fresh random weights and
 // batches, for every product path (tensor-core kernels, per-expert cuBLAS, grouped cuBLAS) and
-// weight format (bf16, FP8 block-scaled, float32), plus the error contract. FP8 runs its MMA in
+// weight format (bf16, FP8 block-scaled, float32), the few-token kernels (also inside a CUDA
+// graph), plus the error contract. FP8 runs its MMA in
 // f16 on the exactly converted E4M3 values (activations rounded to f16, 11 bits). Tolerances are
 // relative-norm errors: bf16 operands (weights and activations rounded to 8 mantissa bits) give
 // ~3e-3, so 1.5e-2 leaves margin without hiding wrong indexing (which gives O(1)); float32
 // storage through cuBLAS without TF32 differs from OpenBLAS only in summation order (< 1e-5).
 #include "engine/model/cuda/cuda_routed_experts.h"
+
+#include <cuda_runtime.h>
 
 #include <map>
 #include <set>
@@ -270,6 +273,107 @@ TEST_F(CudaExpertsTest, DeviceBatchRecordsExpertsNotHeld) {
   std::vector<float> expected(hidden, 0.0f);
   ASSERT_TRUE(cpu_->Compute(first, expected).ok());
   EXPECT_LT(RelativeNormError(std::span(out.data(), hidden), expected), kBf16Tolerance);
+}
+
+// The few-token kernels (1-4 tokens, no permutation: every block decodes the routing itself),
+// bf16 and FP8, top-k 1 to 8, a layer holding every expert and one holding two (most slots then
+// name experts elsewhere, as in a fan-out), with and without the programmatic launch of the down
+// kernel. The host API starts the device output from zero and adds it on the host.
+TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
+  for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
+    for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 144, 8}, Shape{1024, 512, 16}}) {
+      Build(s, format);
+      gpu_->set_path(ExpertGemmPath::kFewTokens);
+      for (bool programmatic : {true, false}) {
+        gpu_->set_programmatic_launch(programmatic);
+        for (int64_t tokens = 1; tokens <= 4; ++tokens) {
+          for (int64_t top_k : {1, 3, 8}) {
+            for (int64_t layer : {1, 3}) {
+              EXPECT_LT(Compare(layer, tokens, top_k), kBf16Tolerance)
+                  << "format " << int(format) << " hidden " << s.hidden << " programmatic " << programmatic
+                  << " tokens " << tokens << " top_k " << top_k << " layer " << layer;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Asked for explicitly, the few-token path refuses what it cannot take; kAuto then falls back.
+TEST_F(CudaExpertsTest, FewTokenPathRefusesWhatItCannotTake) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
+  gpu_->set_path(ExpertGemmPath::kFewTokens);
+  Batch five = RandomBatch(5, 2, {0, 1, 2, 3}, 64, rng_);
+  std::vector<float> out(5 * 64, 0.0f);
+  EXPECT_EQ(gpu_->Compute(five.View(1, 64), out).code(), absl::StatusCode::kFailedPrecondition);
+  Batch wide = RandomBatch(1, 17, {0, 1, 2, 3, 4, 5, 6, 7}, 64, rng_);  // top_k above 16
+  EXPECT_EQ(gpu_->Compute(wide.View(1, 64), std::span(out.data(), 64)).code(), absl::StatusCode::kFailedPrecondition);
+  // FP8 rows of 136 bytes are not whole 16-value pieces.
+  Build(Shape{320, 136, 8}, GpuExpertFormat::kFP8Block);
+  gpu_->set_path(ExpertGemmPath::kFewTokens);
+  Batch one = RandomBatch(1, 2, {0, 1, 2, 3}, 320, rng_);
+  std::vector<float> row(320, 0.0f);
+  EXPECT_EQ(gpu_->Compute(one.View(1, 320), row).code(), absl::StatusCode::kFailedPrecondition);
+  gpu_->set_path(ExpertGemmPath::kAuto);
+  EXPECT_LT(Compare(1, 2, 3), kBf16Tolerance);
+}
+
+// Device batches: a token naming one expert twice (both gate weights count), accumulation into
+// the output, and the same batch captured in a CUDA graph (with the programmatic launch edge)
+// and replayed twice.
+TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
+  for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
+    Build(Shape{256, 96, 16}, format);
+    const int64_t tokens = 3, top_k = 3, hidden = 256;
+    const std::vector<int32_t> ids = {2, 2, 5, 7, -1, 3, 1, 4, 1};
+    const std::vector<float> weights = {0.5f, 0.25f, 0.75f, 1.0f, 0.3f, 0.6f, 0.2f, 0.9f, 0.4f};
+    const std::vector<float> x = RandomVector(tokens * hidden, rng_, 1.0f);
+    const std::vector<float> base = RandomVector(tokens * hidden, rng_, 1.0f);
+    std::vector<float> once = base;
+    RoutedExpertBatch host{1, tokens, hidden, top_k, x, ids, weights};
+    ASSERT_TRUE(cpu_->Compute(host, once).ok());
+    std::vector<float> twice = once;
+    for (size_t i = 0; i < twice.size(); ++i) twice[i] += once[i] - base[i];
+    auto x_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
+    auto out_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
+    auto ids_device = cuda::DeviceBuffer::Allocate(ids.size() * 4);
+    auto weights_device = cuda::DeviceBuffer::Allocate(weights.size() * 4);
+    ASSERT_TRUE(x_device.ok() && out_device.ok() && ids_device.ok() && weights_device.ok());
+    ASSERT_TRUE(x_device->CopyFromHost(x.data(), x.size() * 4).ok());
+    ASSERT_TRUE(ids_device->CopyFromHost(ids.data(), ids.size() * 4).ok());
+    ASSERT_TRUE(weights_device->CopyFromHost(weights.data(), weights.size() * 4).ok());
+    ASSERT_TRUE(out_device->CopyFromHost(base.data(), base.size() * 4).ok());
+    DeviceExpertBatch batch{1, tokens, top_k, x_device->as<float>(), ids_device->as<int32_t>(),
+                            weights_device->as<float>(), out_device->as<float>(), /*accumulate=*/true};
+    gpu_->set_path(ExpertGemmPath::kAuto);  // 3 tokens: the few-token kernels
+    ASSERT_TRUE(gpu_->ComputeOnDevice(batch, nullptr).ok());
+    ASSERT_TRUE(gpu_->DeviceErrors(nullptr).ok());
+    std::vector<float> out(x.size());
+    ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+    EXPECT_LT(RelativeNormError(out, once), kBf16Tolerance) << "format " << int(format);
+
+    ASSERT_TRUE(out_device->CopyFromHost(base.data(), base.size() * 4).ok());
+    ASSERT_TRUE(gpu_->Reserve(tokens, top_k).ok());
+    cudaStream_t stream = nullptr;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+    batch.capturable = true;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    const absl::Status captured = gpu_->ComputeOnDevice(batch, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_TRUE(captured.ok()) << captured;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_TRUE(gpu_->DeviceErrors(stream).ok());
+    ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+    EXPECT_LT(RelativeNormError(out, twice), kBf16Tolerance) << "format " << int(format);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// CudaRoutedExperts' batch pipeline on the device: permutation by expert, path choice (tensor-core
-// kernels for few rows per expert; for many, cuBLAS per-expert GEMMs on several streams or one
-// pointer batch padded to the largest expert), weighted combine.
+// CudaRoutedExperts' batch pipeline on the device: path choice (few-token kernels for decode
+// batches; else permutation by expert, then tensor-core kernels for few rows per expert or, for
+// many, cuBLAS per-expert GEMMs on several streams or one pointer batch padded to the largest
+// expert, then the weighted combine).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "engine/core/status_macros.h"
 #include "engine/model/cuda/cuda_routed_experts.h"
 #include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/few_token_experts.h"
 #include "engine/ops/cuda/moe_kernels.h"
 
 namespace expertmesh {
@@ -30,19 +32,32 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(layer.slots.size());
   if (tokens == 0) return absl::OkStatus();
+  const bool f32 = options_.format == GpuExpertFormat::kF32;
+  const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  ExpertGemmPath path = options_.path;
+  // Few-token kernels (measured on an H100, bench/RESULTS.md): decode batches of bf16 or FP8
+  // experts up to few_token_max_tokens tokens, in kAuto and inside CUDA graphs.
+  const absl::Status few_tokens =
+      f32 ? absl::FailedPreconditionError("few-token expert kernels take bf16 or FP8 experts, not float32")
+          : cuda::CheckFewTokenExperts(tokens, top_k, hidden, intermediate, fp8);
+  if (path == ExpertGemmPath::kFewTokens) {
+    if (!few_tokens.ok()) return few_tokens;
+    return RunFewTokens(layer, batch, stream);
+  }
+  if ((path == ExpertGemmPath::kAuto || batch.capturable) && few_tokens.ok() &&
+      tokens <= options_.few_token_max_tokens) {
+    return RunFewTokens(layer, batch, stream);
+  }
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
       s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
       s.error.as<int32_t>(), stream));
 
-  const bool f32 = options_.format == GpuExpertFormat::kF32;
-  const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
   // kAuto (measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core kernels (no
   // host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the kernels for
   // batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS batch above;
   // FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels rows, then
   // the padded batch over dequantized groups.
-  ExpertGemmPath path = options_.path;
   if (batch.capturable) {
     if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
     path = ExpertGemmPath::kDirect;
@@ -113,6 +128,35 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   }
   return cuda::LaunchCombineExpertRows(y, row_of_slot, batch.gate_weights, tokens, top_k, hidden, batch.output,
                                        batch.accumulate, stream, path == ExpertGemmPath::kCublasBatched);
+}
+
+absl::Status CudaRoutedExperts::RunFewTokens(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream) {
+  Scratch& s = *scratch_;
+  const int64_t num_local = static_cast<int64_t>(layer.slots.size());
+  EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(batch.num_tokens, batch.top_k, batch.num_tokens * batch.top_k));
+  auto* const* pointers = layer.device_pointers.as<const void*>();
+  const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
+  cuda::FewTokenExpertBatch few;
+  few.tokens = batch.num_tokens;
+  few.top_k = batch.top_k;
+  few.hidden = options_.hidden_size;
+  few.intermediate = options_.intermediate_size;
+  few.activations = batch.activations;
+  few.expert_ids = batch.expert_ids;
+  few.gate_weights = batch.gate_weights;
+  few.slot_of_expert = layer.device_slot_of_expert.as<int32_t>();
+  few.n_routed = options_.n_routed_experts;
+  few.gate_up = pointers;
+  few.down = pointers + num_local;
+  few.gate_up_scale = scales;
+  few.down_scale = scales + num_local;
+  few.fp8 = options_.format == GpuExpertFormat::kFP8Block;
+  few.h = s.h.as<uint16_t>();
+  few.output = batch.output;
+  few.accumulate = batch.accumulate;
+  few.error = s.error.as<int32_t>();
+  few.programmatic_launch = options_.programmatic_launch;
+  return cuda::LaunchFewTokenExperts(few, sm_count_, stream);
 }
 
 absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std::span<const int32_t> offsets,

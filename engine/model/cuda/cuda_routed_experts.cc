@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status_macros.h"
 #include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/few_token_experts.h"
 #include "engine/ops/cuda/moe_kernels.h"
 
 namespace expertmesh {
@@ -55,6 +56,7 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
   EXPERTMESH_RETURN_IF_ERROR(cuda::PrepareExpertKernels());  // before any graph capture
+  EXPERTMESH_RETURN_IF_ERROR(cuda::PrepareFewTokenExpertKernels());
   std::unique_ptr<CudaRoutedExperts> experts(new CudaRoutedExperts(options));
   experts->device_ = cuda::CurrentDevice();
   EXPERTMESH_ASSIGN_OR_RETURN(experts->blas_[0], cuda::CublasContext::Create());

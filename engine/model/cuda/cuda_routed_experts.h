@@ -27,13 +27,14 @@ namespace expertmesh {
 
 enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 
-// How the experts' matrix products run (kAuto picks by rows per expert; the others are for
-// benchmarks and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
+// How the experts' matrix products run (kAuto picks by batch size; the others are for benchmarks
+// and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
 // the same spread over kCublasStreams concurrent streams (small experts fill the GPU together),
 // or two pointer-batched cuBLAS GEMMs over every expert with rows, padded to the largest row
 // count (bf16 products; FP8 experts dequantized a group at a time; float32 experts take
-// kCublasStreams instead).
-enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched };
+// kCublasStreams instead), or the few-token kernels (batches of at most cuda::kFewTokenMaxTokens
+// tokens, bf16 or FP8: two launches that stream each chosen expert's rows once, no permutation).
+enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched, kFewTokens };
 inline constexpr int kCublasStreams = 4;
 
 struct CudaExpertOptions {
@@ -51,6 +52,12 @@ struct CudaExpertOptions {
   // read V2-Lite / V3 experts at 46% / 45% of copy bandwidth at 1 token (the padded cuBLAS batch
   // 33% / 44%), the batch 62-78% / 66-87% from 4 to 256 tokens (the kernels 56-62% / 53-66%).
   int64_t max_tokens_for_direct_kernels = 1;
+  // kAuto and CUDA graphs, bf16 and FP8 experts: the few-token kernels for batches of at most this
+  // many tokens (0 = never; at most cuda::kFewTokenMaxTokens). See bench/RESULTS.md.
+  int64_t few_token_max_tokens = 4;
+  // Few-token kernels: the down kernel is a programmatic dependent launch (starts while gate/up
+  // finishes). false: plain stream order, kept for side-by-side benchmarks.
+  bool programmatic_launch = true;
   bool batched_cublas = true;
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
@@ -117,6 +124,8 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
+  void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
+  void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
@@ -124,7 +133,7 @@ class CudaRoutedExperts final : public RoutedExperts {
 
   // Device API, enqueued on `stream` (cudaStream_t). Ids naming experts not held are dropped and
   // recorded; DeviceErrors() reports them. Capturable in a CUDA graph with batch.capturable set
-  // (the tensor-core kernels whatever the size; not for float32 experts) after
+  // (the few-token or tensor-core kernels whatever the size; not for float32 experts) after
   // Reserve(num_tokens, top_k).
   absl::Status ComputeOnDevice(const DeviceExpertBatch& batch, void* stream);
   // Sizes the scratch for batches of up to `tokens` tokens (so graph capture allocates nothing).
@@ -170,6 +179,8 @@ class CudaRoutedExperts final : public RoutedExperts {
                             std::span<const std::byte> scale, void* destination, void* stream);
   absl::Status EnsureScratch(int64_t tokens, int64_t top_k, int64_t local_rows);
   absl::Status RunExperts(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream);
+  // The few-token kernels over the whole batch (no permutation, gather or combine).
+  absl::Status RunFewTokens(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream);
   // One GEMM chain per expert with rows, round-robin over `streams` streams forked from `stream`.
   absl::Status RunCublas(const LayerStorage& layer, std::span<const int32_t> offsets, int streams, void* stream);
   // kCublasBatched: the padded pointer batch; sets *y (bf16 rows) and *row_of_slot to what the

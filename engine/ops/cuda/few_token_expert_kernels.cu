@@ -1,0 +1,457 @@
+// Few-token routed-expert kernels (launcher in few_token_experts.h). A decode batch of 1-4 tokens
+// reads each chosen expert's weights once and does little arithmetic per byte, so these kernels
+// are built for the memory system: no tensor cores, persistent one-wave grids, each warp streaming
+// whole weight rows in 16-byte non-allocating loads against rows held in shared memory.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/status_macros.h"
+#include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/few_token_experts.h"
+#include "engine/ops/cuda/warp_mma.cuh"
+
+namespace expertmesh::cuda {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxTokens = static_cast<int>(kFewTokenMaxTokens);
+constexpr int kMaxSlots = static_cast<int>(kFewTokenMaxTokens * kFewTokenMaxTopK);  // 64: two per lane
+// 16-byte weight loads in flight per lane (gate/up: per row, two rows), sized so two blocks of 512
+// threads fit each multiprocessor without spilling: 64 warps' worth of loads in flight per SM.
+template <bool kFp8>
+constexpr int kGateUpUnroll = kFp8 ? 2 : 4;
+constexpr int kDownUnroll = 4;
+constexpr int kMaxDynamicShared = 200 * 1024;
+
+static_assert(kMaxSlots <= 64, "routing decode handles two slots per lane");
+
+// The batch's routing as every block decodes it: `count` entries, one per distinct local expert
+// (a token naming the same expert twice adds its gate weights), each with the tokens it serves,
+// their summed gate weights and the batch slot whose h row holds that token's SwiGLU output.
+struct Routing {
+  int32_t count;
+  int32_t local[kMaxSlots];
+  uint32_t tokens[kMaxSlots];  // bit t: token t is routed to the entry
+  float weight[kMaxSlots][kMaxTokens];
+  int32_t slot[kMaxSlots][kMaxTokens];
+};
+
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* pointer) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(pointer));
+  return v;
+}
+
+__device__ __forceinline__ void PrefetchL2(const void* pointer) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(pointer));
+}
+
+__device__ __forceinline__ void WaitForPrimaryGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void AllowDependentGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ float WarpSum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+// ---- dot products of one 16-byte weight piece with 16-bit rows in shared memory ------------
+
+__device__ __forceinline__ float Bf16Low(uint32_t pair) { return __uint_as_float(pair << 16); }
+__device__ __forceinline__ float Bf16High(uint32_t pair) { return __uint_as_float(pair & 0xffff0000u); }
+
+__device__ __forceinline__ float Bf16PairDot(uint32_t w, uint32_t x, float acc) {
+  return fmaf(Bf16High(w), Bf16High(x), fmaf(Bf16Low(w), Bf16Low(x), acc));
+}
+
+__device__ __forceinline__ float HalfFp8PairDot(uint32_t two_fp8, uint32_t half_pair, float acc) {
+  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_fp8), __NV_E4M3);
+  const float2 w = __half22float2(__half2(raw));
+  __half2 x_pair;
+  *reinterpret_cast<uint32_t*>(&x_pair) = half_pair;
+  const float2 x = __half22float2(x_pair);
+  return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
+}
+
+// 8 bf16 weights (kFp8 = false) or 16 E4M3 weights (true) times the matching 16-bit values at
+// `row` (16-byte aligned; shared memory, or global memory read through the non-coherent cache).
+template <bool kFp8, bool kGlobal>
+__device__ __forceinline__ float DotPiece(const uint4& w, const uint16_t* row) {
+  const auto* pieces = reinterpret_cast<const uint4*>(row);
+  const uint4 x0 = kGlobal ? __ldg(pieces) : pieces[0];
+  if constexpr (kFp8) {
+    const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
+    float acc = HalfFp8PairDot(w.x & 0xffffu, x0.x, 0.0f);
+    acc = HalfFp8PairDot(w.x >> 16, x0.y, acc);
+    acc = HalfFp8PairDot(w.y & 0xffffu, x0.z, acc);
+    acc = HalfFp8PairDot(w.y >> 16, x0.w, acc);
+    acc = HalfFp8PairDot(w.z & 0xffffu, x1.x, acc);
+    acc = HalfFp8PairDot(w.z >> 16, x1.y, acc);
+    acc = HalfFp8PairDot(w.w & 0xffffu, x1.z, acc);
+    return HalfFp8PairDot(w.w >> 16, x1.w, acc);
+  } else {
+    float acc = Bf16PairDot(w.x, x0.x, 0.0f);
+    acc = Bf16PairDot(w.y, x0.y, acc);
+    acc = Bf16PairDot(w.z, x0.z, acc);
+    return Bf16PairDot(w.w, x0.w, acc);
+  }
+}
+
+template <bool kFp8>
+constexpr int kValuesPerPiece = kFp8 ? 16 : 8;
+template <bool kFp8>
+constexpr int kWeightBytes = kFp8 ? 1 : 2;
+
+// ---- routing ------------------------------------------------------------------------------
+
+// Run by warp 0 of every block; lane l looks at slots l and l + 32.
+__device__ void DecodeRouting(const FewTokenExpertBatch& batch, Routing& routing, bool report_errors) {
+  const int lane = threadIdx.x & 31;
+  const int slots = static_cast<int>(batch.tokens * batch.top_k), top_k = static_cast<int>(batch.top_k);
+  const int n_routed = static_cast<int>(batch.n_routed);
+  int local[2];
+  float weight[2];
+  bool bad = false;
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int s = lane + 32 * q;
+    local[q] = -1;
+    weight[q] = 0.0f;
+    if (s < slots) {
+      const int32_t id = batch.expert_ids[s];
+      if (id >= n_routed) {
+        bad = true;
+      } else if (id >= 0) {
+        local[q] = batch.slot_of_expert[id];
+        bad |= local[q] < 0;
+        weight[q] = batch.gate_weights[s];
+      }
+    }
+  }
+  if (report_errors && __any_sync(0xffffffffu, bad) && lane == 0) *batch.error = 1;
+  for (int d = lane; d < kMaxSlots; d += 32) {
+    routing.tokens[d] = 0;
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      routing.weight[d][t] = 0.0f;
+      routing.slot[d][t] = -1;
+    }
+  }
+  // For each of my slots: the first slot naming the same expert (the entry's leader), the first
+  // slot of the same token naming it, and that token's gate weights for it summed in slot order.
+  int first_of_expert[2] = {lane, lane + 32}, first_of_pair[2] = {lane, lane + 32};
+  float summed[2] = {0.0f, 0.0f};
+  for (int j = 0; j < slots; ++j) {
+    const int other = __shfl_sync(0xffffffffu, j < 32 ? local[0] : local[1], j & 31);
+    const float other_weight = __shfl_sync(0xffffffffu, j < 32 ? weight[0] : weight[1], j & 31);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int s = lane + 32 * q;
+      if (local[q] < 0 || other != local[q]) continue;
+      first_of_expert[q] = min(first_of_expert[q], j);
+      if (j / top_k == s / top_k) {
+        first_of_pair[q] = min(first_of_pair[q], j);
+        summed[q] += other_weight;
+      }
+    }
+  }
+  const uint32_t leaders_low = __ballot_sync(0xffffffffu, local[0] >= 0 && first_of_expert[0] == lane);
+  const uint32_t leaders_high = __ballot_sync(0xffffffffu, local[1] >= 0 && first_of_expert[1] == lane + 32);
+  const auto rank = [](uint32_t low, uint32_t high, int slot) {  // leaders before `slot`
+    return slot < 32 ? __popc(low & ((1u << slot) - 1u)) : __popc(low) + __popc(high & ((1u << (slot - 32)) - 1u));
+  };
+  __syncwarp();
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int s = lane + 32 * q;
+    if (local[q] < 0) continue;
+    const int entry = rank(leaders_low, leaders_high, first_of_expert[q]);
+    if (first_of_expert[q] == s) routing.local[entry] = local[q];
+    if (first_of_pair[q] == s) {
+      const int t = s / top_k;
+      routing.weight[entry][t] = summed[q];
+      routing.slot[entry][t] = s;
+      atomicOr(&routing.tokens[entry], 1u << t);
+    }
+  }
+  if (lane == 0) routing.count = __popc(leaders_low) + __popc(leaders_high);
+}
+
+// ---- gate/up: h[slot, j] = silu(x_t . gate_j) * (x_t . up_j) ------------------------------
+
+template <bool kFp8>
+__device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, const Routing& routing, int entry,
+                                          int j, const uint16_t* x_rows, int lane) {
+  const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
+  const int local = routing.local[entry];
+  const uint32_t tokens = routing.tokens[entry];
+  const auto* weights = static_cast<const uint8_t*>(batch.gate_up[local]);
+  const auto* gate_row = reinterpret_cast<const uint4*>(weights + int64_t(j) * hidden * kWeightBytes<kFp8>);
+  const auto* up_row =
+      reinterpret_cast<const uint4*>(weights + (int64_t(intermediate) + j) * hidden * kWeightBytes<kFp8>);
+  const float* gate_scale = nullptr;
+  const float* up_scale = nullptr;
+  if constexpr (kFp8) {
+    const int column_blocks = (hidden + 127) / 128;
+    gate_scale = batch.gate_up_scale[local] + (j / 128) * column_blocks;
+    up_scale = batch.gate_up_scale[local] + ((intermediate + 127) / 128 + j / 128) * column_blocks;
+  }
+  const int pieces = hidden / kValuesPerPiece<kFp8>;
+  float gate_acc[kMaxTokens] = {}, up_acc[kMaxTokens] = {};
+  for (int first = lane; first < pieces; first += 32 * kGateUpUnroll<kFp8>) {
+    uint4 gate[kGateUpUnroll<kFp8>], up[kGateUpUnroll<kFp8>];
+#pragma unroll
+    for (int q = 0; q < kGateUpUnroll<kFp8>; ++q) {
+      const int piece = first + 32 * q;
+      if (piece < pieces) {
+        gate[q] = LoadStreaming(gate_row + piece);
+        up[q] = LoadStreaming(up_row + piece);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kGateUpUnroll<kFp8>; ++q) {
+      const int piece = first + 32 * q;
+      if (piece >= pieces) break;
+      float gate_block_scale = 1.0f, up_block_scale = 1.0f;
+      if constexpr (kFp8) {
+        gate_block_scale = __ldg(gate_scale + piece / 8);  // 8 pieces of 16 per 128-wide block
+        up_block_scale = __ldg(up_scale + piece / 8);
+      }
+#pragma unroll
+      for (int t = 0; t < kMaxTokens; ++t) {
+        if (!(tokens >> t & 1u)) continue;
+        const uint16_t* x = x_rows + t * hidden + piece * kValuesPerPiece<kFp8>;
+        if constexpr (kFp8) {
+          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false>(gate[q], x), gate_acc[t]);
+          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false>(up[q], x), up_acc[t]);
+        } else {
+          gate_acc[t] += DotPiece<kFp8, false>(gate[q], x);
+          up_acc[t] += DotPiece<kFp8, false>(up[q], x);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    if (!(tokens >> t & 1u)) continue;
+    const float gate_sum = WarpSum(gate_acc[t]), up_sum = WarpSum(up_acc[t]);
+    if (lane == 0) {
+      batch.h[int64_t(routing.slot[entry][t]) * intermediate + j] = warp_mma::To16<kFp8>(warp_mma::Silu(gate_sum) * up_sum);
+    }
+  }
+}
+
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTokenExpertBatch batch) {
+  __shared__ Routing routing;
+  extern __shared__ uint4 dynamic_shared[];
+  auto* x_rows = reinterpret_cast<uint16_t*>(dynamic_shared);  // [tokens, hidden] in 16 bits
+  if (threadIdx.x < 32) DecodeRouting(batch, routing, blockIdx.x == 0);
+  // Stage the tokens' rows (float32 -> bf16, or f16 for FP8), four values per thread and step.
+  const int quads = static_cast<int>(batch.tokens * batch.hidden / 4);
+  const auto* x4 = reinterpret_cast<const float4*>(batch.activations);
+  for (int i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = x4[i];
+    const uint32_t low = uint32_t(warp_mma::To16<kFp8>(v.x)) | uint32_t(warp_mma::To16<kFp8>(v.y)) << 16;
+    const uint32_t high = uint32_t(warp_mma::To16<kFp8>(v.z)) | uint32_t(warp_mma::To16<kFp8>(v.w)) << 16;
+    reinterpret_cast<uint2*>(x_rows)[i] = make_uint2(low, high);
+  }
+  __syncthreads();
+  AllowDependentGrid();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int intermediate = static_cast<int>(batch.intermediate);
+  const int tasks = routing.count * intermediate;
+  // Consecutive tasks go to different blocks, so every multiprocessor streams every expert.
+  for (int task = warp * gridDim.x + blockIdx.x; task < tasks; task += gridDim.x * kWarps) {
+    const int entry = task / intermediate;
+    GateUpRow<kFp8>(batch, routing, entry, task - entry * intermediate, x_rows, lane);
+  }
+}
+
+// ---- down + combine: out[t, i] (+)= sum over entries of weight * (h_row . down_i) ---------
+
+template <bool kFp8>
+__device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const Routing& routing, int i,
+                                        const uint16_t* h_rows, int lane) {
+  const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
+  const int pieces = intermediate / kValuesPerPiece<kFp8>;
+  float acc[kMaxTokens] = {};
+  for (int entry = 0; entry < routing.count; ++entry) {
+    const int local = routing.local[entry];
+    const uint32_t tokens = routing.tokens[entry];
+    const auto* row = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(batch.down[local]) +
+                                                     int64_t(i) * intermediate * kWeightBytes<kFp8>);
+    const float* scale = nullptr;
+    if constexpr (kFp8) scale = batch.down_scale[local] + (i / 128) * ((intermediate + 127) / 128);
+    float weight[kMaxTokens];
+    int h_offset[kMaxTokens];  // of the token's h row (slots * intermediate < 2^31: checked at launch)
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      weight[t] = routing.weight[entry][t];
+      h_offset[t] = max(routing.slot[entry][t], 0) * intermediate;
+    }
+    for (int first = lane; first < pieces; first += 32 * kDownUnroll) {
+      uint4 w[kDownUnroll];
+#pragma unroll
+      for (int q = 0; q < kDownUnroll; ++q) {
+        if (first + 32 * q < pieces) w[q] = LoadStreaming(row + first + 32 * q);
+      }
+#pragma unroll
+      for (int q = 0; q < kDownUnroll; ++q) {
+        const int piece = first + 32 * q;
+        if (piece >= pieces) break;
+        const float block_scale = kFp8 ? __ldg(scale + piece / 8) : 1.0f;
+#pragma unroll
+        for (int t = 0; t < kMaxTokens; ++t) {
+          if (!(tokens >> t & 1u)) continue;
+          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>), acc[t]);
+        }
+      }
+    }
+  }
+  const int tokens = static_cast<int>(batch.tokens);
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    if (t >= tokens) break;
+    const float sum = WarpSum(acc[t]);
+    if (lane == t) {
+      float* out = batch.output + int64_t(t) * hidden + i;
+      *out = batch.accumulate ? *out + sum : sum;
+    }
+  }
+}
+
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
+  __shared__ Routing routing;
+  // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
+  if (threadIdx.x < 32) DecodeRouting(batch, routing, false);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
+  const int first_task = warp * gridDim.x + blockIdx.x;
+  if (first_task < hidden) {  // warm L2 with this warp's first rows
+    const int64_t row_bytes = int64_t(intermediate) * kWeightBytes<kFp8>;
+    for (int entry = 0; entry < routing.count; ++entry) {
+      const auto* row = static_cast<const uint8_t*>(batch.down[routing.local[entry]]) + first_task * row_bytes;
+      for (int64_t offset = int64_t(lane) * 128; offset < row_bytes; offset += 32 * 128) PrefetchL2(row + offset);
+    }
+  }
+  WaitForPrimaryGrid();  // h is written by the gate/up kernel
+  // h rows are read through L1 (a few KB each, reused by every task of the block).
+  for (int task = first_task; task < hidden; task += gridDim.x * kWarps) DownRow<kFp8>(batch, routing, task, batch.h, lane);
+}
+
+// ---- launch -------------------------------------------------------------------------------
+
+cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+int64_t GateUpShared(const FewTokenExpertBatch& b) { return b.tokens * b.hidden * 2; }
+
+// Resident blocks per multiprocessor for a kernel and its dynamic shared memory (cached).
+absl::StatusOr<int> BlocksPerMultiprocessor(const void* kernel, int64_t shared_bytes) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int64_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find({kernel, shared_bytes});
+  if (it != cache.end()) return it->second;
+  int blocks = 0;
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, static_cast<size_t>(shared_bytes)),
+      "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+  if (blocks <= 0) return absl::FailedPreconditionError("few-token expert kernel cannot be resident");
+  cache[{kernel, shared_bytes}] = blocks;
+  return blocks;
+}
+
+}  // namespace
+
+absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden, int64_t intermediate, bool fp8) {
+  const int64_t multiple = fp8 ? 16 : 8;
+  if (tokens < 1 || tokens > kFewTokenMaxTokens || top_k < 1 || top_k > kFewTokenMaxTopK) {
+    return absl::FailedPreconditionError(absl::StrCat("few-token expert kernels take 1-", kFewTokenMaxTokens,
+                                                      " tokens and top_k <= ", kFewTokenMaxTopK, " (got ", tokens,
+                                                      " tokens, top_k ", top_k, ")"));
+  }
+  if (hidden <= 0 || intermediate <= 0 || hidden % multiple != 0 || intermediate % multiple != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("few-token expert kernels need hidden and intermediate sizes in "
+                                                      "multiples of ", multiple, " (got ", hidden, ", ", intermediate,
+                                                      ")"));
+  }
+  if (hidden >= (int64_t(1) << 24) || intermediate >= (int64_t(1) << 24) ||
+      tokens * hidden * 2 > kMaxDynamicShared) {
+    return absl::FailedPreconditionError(absl::StrCat("few-token expert kernels: rows of ", tokens, " x ", hidden,
+                                                      " do not fit in shared memory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PrepareFewTokenExpertKernels() {
+  for (const void* kernel :
+       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>), reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxDynamicShared),
+        "cudaFuncSetAttribute(few-token experts)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_count, void* stream) {
+  EXPERTMESH_RETURN_IF_ERROR(
+      CheckFewTokenExperts(batch.tokens, batch.top_k, batch.hidden, batch.intermediate, batch.fp8));
+  if (reinterpret_cast<uintptr_t>(batch.activations) % 16 != 0 || reinterpret_cast<uintptr_t>(batch.h) % 16 != 0) {
+    return absl::FailedPreconditionError("few-token expert kernels need 16-byte aligned activations and scratch");
+  }
+  if (batch.n_routed <= 0 || batch.n_routed >= (int64_t(1) << 31) || sm_count <= 0) {
+    return absl::InvalidArgumentError("LaunchFewTokenExperts: bad expert count or multiprocessor count");
+  }
+  static const absl::Status prepared = PrepareFewTokenExpertKernels();
+  EXPERTMESH_RETURN_IF_ERROR(prepared);
+  const void* gate_up = batch.fp8 ? reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)
+                                  : reinterpret_cast<const void*>(FewTokenGateUpKernel<false>);
+  const void* down = batch.fp8 ? reinterpret_cast<const void*>(FewTokenDownKernel<true>)
+                               : reinterpret_cast<const void*>(FewTokenDownKernel<false>);
+  EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(gate_up, GateUpShared(batch)));
+  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(down, 0));
+  // One wave: every block resident at once (the down kernel may start while gate/up finishes).
+  if (batch.fp8) {
+    FewTokenGateUpKernel<true><<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
+  } else {
+    FewTokenGateUpKernel<false><<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
+  }
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FewTokenGateUpKernel"));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(down_blocks * sm_count));
+  config.blockDim = dim3(kThreads);
+  config.stream = AsStream(stream);
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = batch.programmatic_launch ? 1 : 0;
+  const cudaError_t launched = batch.fp8 ? cudaLaunchKernelEx(&config, FewTokenDownKernel<true>, batch)
+                                         : cudaLaunchKernelEx(&config, FewTokenDownKernel<false>, batch);
+  return CudaStatus(launched, "FewTokenDownKernel");
+}
+
+}  // namespace expertmesh::cuda

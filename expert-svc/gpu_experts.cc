@@ -113,8 +113,10 @@ absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name) {
   if (name == "cublas_streams") return ExpertGemmPath::kCublasStreams;
   if (name == "cublas_batched") return ExpertGemmPath::kCublasBatched;
   if (name == "few_tokens") return ExpertGemmPath::kFewTokens;
+  if (name == "cublas_fp8") return ExpertGemmPath::kCublasFp8;
   return absl::InvalidArgumentError(absl::StrCat("unknown GPU expert path '", name,
-                                                 "' (auto, kernels, cublas_streams, cublas_batched or few_tokens)"));
+                                                 "' (auto, kernels, cublas_streams, cublas_batched, few_tokens or "
+                                                 "cublas_fp8)"));
 }
 
 absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const GpuExpertsOptions& options) {

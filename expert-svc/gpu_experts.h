@@ -31,8 +31,8 @@ struct GpuExpertsOptions {
 };
 
 // --gpu_expert_path: "auto", "kernels" (the tensor-core kernels), "cublas_streams",
-// "cublas_batched" or "few_tokens" (decode batches of at most 4 tokens only); INVALID_ARGUMENT
-// otherwise.
+// "cublas_batched", "few_tokens" (decode batches of at most 4 tokens only) or "cublas_fp8" (FP8
+// experts: W8A8 block-scaled GEMMs); INVALID_ARGUMENT otherwise.
 absl::StatusOr<ExpertGemmPath> ParseExpertGemmPath(const std::string& name);
 
 struct GpuExperts {

@@ -60,7 +60,8 @@ ABSL_FLAG(std::string, gpu_expert_format, "auto",
           "GPU experts: auto (as stored: bf16, FP8 block-scaled, f32), bf16, fp8 (FP8 checkpoints) or f32");
 ABSL_FLAG(std::string, gpu_expert_path, "auto",
           "GPU experts' products: auto (measured choice by batch size), kernels (tensor-core kernels), "
-          "cublas_streams, cublas_batched or few_tokens (batches of <= 4 tokens)");
+          "cublas_streams, cublas_batched, few_tokens (batches of <= 4 tokens) or cublas_fp8 (FP8 experts, "
+          "activations rounded to FP8 too)");
 ABSL_FLAG(bool, gpu_direct_load, true,
           "on the GPU, load the checkpoint's experts straight from the file to the card (stored format); false: "
           "through the weight-set store's host copy (bf16/f32 on the card), so the admin API can blend it");

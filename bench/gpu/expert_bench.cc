@@ -195,6 +195,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool ring;
       const char* name;
       bool programmatic = true;
+      bool fp8_activations = true;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -204,6 +205,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kDirect, true, true, "direct-mma"},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
+                                {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
+                                {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
@@ -211,10 +214,13 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       if (prefill && path == ExpertGemmPath::kDirect && tokens > 4096) continue;  // many passes: far too slow
       if (prefill && path == ExpertGemmPath::kDirect && !variant.compact) continue;
       if (path == ExpertGemmPath::kFewTokens && tokens > cuda::kFewTokenMaxTokens) continue;
+      const bool fp8 = format == GpuExpertFormat::kFP8Block;
+      if ((path == ExpertGemmPath::kCublasFp8 || !variant.fp8_activations) && (!fp8 || tokens < 16)) continue;
       experts.set_path(path);
       experts.set_compact_expert_grid(variant.compact);
       experts.set_weight_ring(variant.ring);
       experts.set_programmatic_launch(variant.programmatic);
+      experts.set_fp8_activations(variant.fp8_activations);
       {
         DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
                                 out->as<float>(), false};

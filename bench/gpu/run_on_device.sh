@@ -83,16 +83,18 @@ if [[ $mode == model ]]; then
 fi
 
 if [[ $mode == experts ]]; then
-  for t in cuda_experts_test gpu_model_test; do step "$t" 180 "$B/$t" --gtest_color=no; done
-  if [[ -n $SANITIZER ]]; then
-    step memcheck_few_tokens 150 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
-      --gtest_filter=*FewToken*:*DeviceBatch*
-    step racecheck_few_tokens 120 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
-      --gtest_filter=*FewTokenDevice*:*DeviceBatchRecords*
-  fi
+  for t in cuda_experts_test cuda_fp8_products_test gpu_model_test; do step "$t" 180 "$B/$t" --gtest_color=no; done
+  grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
   step expert_bench 200 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,256,4096 --tsv "$OUT/expert_bench.tsv"
   grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | grep -vE "cublas-(loop|4-streams)|every-expert|registers" \
     | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  if [[ -n $SANITIZER ]]; then
+    step memcheck_few_tokens 150 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
+      --gtest_filter=*FewTokenDevice*:*FewTokenPath*:*DeviceBatch*
+    step memcheck_fp8_products 120 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_fp8_products_test"
+    step racecheck_few_tokens 120 "$SANITIZER" --tool racecheck --error-exitcode 9 "$B/cuda_experts_test" \
+      --gtest_filter=*FewTokenDevice*:*DeviceBatchRecords*
+  fi
   log "done (experts) in $(( $(date +%s) - START ))s"
   exit 0
 fi
@@ -140,7 +142,8 @@ if [[ $mode == profile ]]; then
   exit 0
 fi
 
-for t in cuda_ops_test cuda_blend_test cuda_experts_test gpu_model_test gpu_fixture_test gpu_device_flag_test; do
+for t in cuda_ops_test cuda_blend_test cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_fixture_test \
+    gpu_device_flag_test; do
   step "$t" 120 "$B/$t" --gtest_color=no
 done
 step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no

@@ -82,19 +82,28 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
       path = largest <= options_.max_rows_for_direct_kernels
                  ? ExpertGemmPath::kDirect
                  : (options_.batched_cublas ? ExpertGemmPath::kCublasBatched : ExpertGemmPath::kCublasStreams);
+      if (path != ExpertGemmPath::kDirect && fp8 && options_.fp8_activations && Fp8ProductsAvailable().ok()) {
+        path = ExpertGemmPath::kCublasFp8;
+      }
     }
   }
   const int64_t rows = offsets.empty() ? slots : offsets[num_local];
   EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, rows));
+  // What the combine reads: float32 rows, or the padded bf16 rows of the batched and W8A8 paths.
+  const void* y = s.y.data();
+  const int32_t* row_of_slot = s.row_of_slot.as<int32_t>();
+  const bool padded_bf16 = path == ExpertGemmPath::kCublasBatched || path == ExpertGemmPath::kCublasFp8;
+  if (path == ExpertGemmPath::kCublasFp8) {  // reads the activations itself
+    EXPERTMESH_RETURN_IF_ERROR(RunCublasFp8(layer, batch, offsets, &y, &row_of_slot, stream));
+    return cuda::LaunchCombineExpertRows(y, row_of_slot, batch.gate_weights, tokens, top_k, hidden, batch.output,
+                                         batch.accumulate, stream, padded_bf16);
+  }
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchGatherRows(batch.activations, s.row_token.as<int32_t>(), s.offsets.as<int32_t>(),
                                                     num_local, rows, hidden, s.rows.data(),
                                                     f32 ? cuda::RowType::kF32
                                                         : (path == ExpertGemmPath::kDirect && fp8 ? cuda::RowType::kF16
                                                                                                   : cuda::RowType::kBF16),
                                                     stream));
-  // What the combine reads: float32 rows, or the batched path's padded bf16 rows.
-  const void* y = s.y.data();
-  const int32_t* row_of_slot = s.row_of_slot.as<int32_t>();
   if (path == ExpertGemmPath::kDirect) {
     auto* const* pointers = layer.device_pointers.as<const void*>();
     const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);
@@ -127,7 +136,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
         RunCublas(layer, offsets, path == ExpertGemmPath::kCublasStreams ? kCublasStreams : 1, stream));
   }
   return cuda::LaunchCombineExpertRows(y, row_of_slot, batch.gate_weights, tokens, top_k, hidden, batch.output,
-                                       batch.accumulate, stream, path == ExpertGemmPath::kCublasBatched);
+                                       batch.accumulate, stream, padded_bf16);
 }
 
 absl::Status CudaRoutedExperts::RunFewTokens(const LayerStorage& layer, const DeviceExpertBatch& batch, void* stream) {
@@ -282,34 +291,12 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
     if (blas_[i] == nullptr) {
       EXPERTMESH_ASSIGN_OR_RETURN(blas_[i], cuda::CublasContext::Create());
     }
-    if (i > 0 && cublas_streams_[i] == nullptr) {
-      cudaStream_t created = nullptr;
-      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreate"));
-      cublas_streams_[i] = created;
-    }
-    if (join_events_[i] == nullptr) {
-      cudaEvent_t event = nullptr;
-      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
-      join_events_[i] = event;
-    }
     const size_t products = largest * 2 * intermediate * sizeof(float);
     EXPERTMESH_RETURN_IF_ERROR(s.gate_up_out[i].GrowTo(products));
     if (fp8) EXPERTMESH_RETURN_IF_ERROR(s.dequantized[i].GrowTo(3 * intermediate * hidden * 2));
   }
-  if (fork_event_ == nullptr) {
-    cudaEvent_t event = nullptr;
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
-    fork_event_ = event;
-  }
-  // Fork: the helper streams start after everything enqueued so far on `stream`.
   void* lanes[kCublasStreams] = {stream};
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(fork_event_), AsStream(stream)),
-                                        "cudaEventRecord"));
-  for (int i = 1; i < streams; ++i) {
-    lanes[i] = cublas_streams_[i];
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
-        cudaStreamWaitEvent(AsStream(lanes[i]), static_cast<cudaEvent_t>(fork_event_), 0), "cudaStreamWaitEvent"));
-  }
+  EXPERTMESH_RETURN_IF_ERROR(ForkLanes(streams, stream, lanes));
   auto* rows = static_cast<std::byte*>(s.rows.data());
   auto* h = static_cast<std::byte*>(s.h.data());
   int next = 0;
@@ -348,7 +335,42 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
     }
   }
   // Join (also after an error, so no helper stream is left running ahead of `stream`).
-  for (int i = 1; i < streams; ++i) {
+  const absl::Status joined = JoinLanes(streams, stream, lanes);
+  return status.ok() ? joined : status;
+}
+
+absl::Status CudaRoutedExperts::ForkLanes(int count, void* stream, void* lanes[kCublasStreams]) {
+  if (fork_event_ == nullptr) {
+    cudaEvent_t event = nullptr;
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
+    fork_event_ = event;
+  }
+  for (int i = 0; i < count; ++i) {
+    if (i > 0 && cublas_streams_[i] == nullptr) {
+      cudaStream_t created = nullptr;
+      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreate"));
+      cublas_streams_[i] = created;
+    }
+    if (join_events_[i] == nullptr) {
+      cudaEvent_t event = nullptr;
+      EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"));
+      join_events_[i] = event;
+    }
+  }
+  lanes[0] = stream;
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(fork_event_), AsStream(stream)),
+                                        "cudaEventRecord"));
+  for (int i = 1; i < count; ++i) {
+    lanes[i] = cublas_streams_[i];
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
+        cudaStreamWaitEvent(AsStream(lanes[i]), static_cast<cudaEvent_t>(fork_event_), 0), "cudaStreamWaitEvent"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaRoutedExperts::JoinLanes(int count, void* stream, void* const lanes[kCublasStreams]) {
+  absl::Status status;
+  for (int i = 1; i < count; ++i) {
     absl::Status joined = CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(join_events_[i]), AsStream(lanes[i])),
                                      "cudaEventRecord");
     if (joined.ok()) {

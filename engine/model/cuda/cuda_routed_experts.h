@@ -22,6 +22,7 @@
 #include "engine/model/routed_experts.h"
 #include "engine/ops/cuda/cublas_gemm.h"
 #include "engine/ops/cuda/cuda_device.h"
+#include "engine/ops/cuda/fp8_block_gemm.h"
 
 namespace expertmesh {
 
@@ -32,9 +33,12 @@ enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 // the same spread over kCublasStreams concurrent streams (small experts fill the GPU together),
 // or two pointer-batched cuBLAS GEMMs over every expert with rows, padded to the largest row
 // count (bf16 products; FP8 experts dequantized a group at a time; float32 experts take
-// kCublasStreams instead), or the few-token kernels (batches of at most cuda::kFewTokenMaxTokens
-// tokens, bf16 or FP8: two launches that stream each chosen expert's rows once, no permutation).
-enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched, kFewTokens };
+// kCublasStreams instead), the few-token kernels (batches of at most cuda::kFewTokenMaxTokens
+// tokens, bf16 or FP8: two launches that stream each chosen expert's rows once, no permutation),
+// or, for FP8 experts, W8A8 products: rows and SwiGLU outputs rounded to E4M3 per 128 values (as
+// DeepSeek-V3's inference does) and per-expert block-scaled FP8 cuBLASLt GEMMs over
+// kCublasStreams streams (hidden and intermediate sizes in multiples of 512).
+enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched, kFewTokens, kCublasFp8 };
 inline constexpr int kCublasStreams = 4;
 
 struct CudaExpertOptions {
@@ -62,6 +66,10 @@ struct CudaExpertOptions {
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
+  // kAuto with FP8 experts above max_rows_for_direct_kernels rows: kCublasFp8 (activations rounded
+  // to FP8 too) where cuBLASLt passes its known-values check and the sizes allow; false: weights
+  // dequantized to bf16 (kCublasBatched), activations kept in bf16.
+  bool fp8_activations = true;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
@@ -126,6 +134,10 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
+  void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
+  // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on
+  // first use), else why not.
+  absl::Status Fp8ProductsAvailable();
 
   // Host API (RoutedExperts): copies the batch to the device, computes, adds the result to
   // `output`. NOT_FOUND for experts not held, INVALID_ARGUMENT for bad sizes or gate weights.
@@ -165,6 +177,8 @@ class CudaRoutedExperts final : public RoutedExperts {
     // kCublasBatched: operand pointer arrays, padded [experts, rows, *] products, slot -> padded row.
     cuda::DeviceBuffer batch_pointers, padded_base, padded_gate_up, padded_h, padded_y, padded_row_of_slot;
     cuda::DeviceBuffer dequantized_group;  // FP8: bf16 copies of a group of experts
+    // kCublasFp8: padded-row table and offsets, E4M3 rows and SwiGLU outputs with their scales.
+    cuda::DeviceBuffer fp8_table, fp8_padded_offsets, fp8_rows, fp8_row_scales, fp8_h, fp8_h_scales;
     // Page-locked host staging of the host API (activations, ids, gate weights, output), so the
     // copies are real asynchronous DMA and one synchronisation ends a batch.
     void* pinned = nullptr;
@@ -187,6 +201,13 @@ class CudaRoutedExperts final : public RoutedExperts {
   // combine reads.
   absl::Status RunCublasBatched(const LayerStorage& layer, std::span<const int32_t> offsets, int64_t slots,
                                 const void** y, const int32_t** row_of_slot, void* stream);
+  // kCublasFp8 (same outputs as RunCublasBatched: padded bf16 rows and the slot map).
+  absl::Status RunCublasFp8(const LayerStorage& layer, const DeviceExpertBatch& batch, std::span<const int32_t> offsets,
+                            const void** y, const int32_t** row_of_slot, void* stream);
+  // Helper streams 1..count-1 start after the work enqueued on `stream` so far (lanes[0] = stream);
+  // JoinLanes makes `stream` wait for them (returns the first error, joining all the same).
+  absl::Status ForkLanes(int count, void* stream, void* lanes[kCublasStreams]);
+  absl::Status JoinLanes(int count, void* stream, void* const lanes[kCublasStreams]);
 
   CudaExpertOptions options_;
   std::map<int64_t, LayerStorage> layers_;
@@ -195,6 +216,8 @@ class CudaRoutedExperts final : public RoutedExperts {
   void* fork_event_ = nullptr;                                  // cudaEvent_t
   void* join_events_[kCublasStreams] = {};
   std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<cuda::Fp8BlockGemm> fp8_gemm_;  // kCublasFp8, made on first use
+  absl::Status fp8_gemm_status_ = absl::UnknownError("not tried");
   void* stream_ = nullptr;  // cudaStream_t of the host API
   int device_ = 0;          // the CUDA device current at Create (made current again by every call)
   int sm_count_ = 132;      // its multiprocessors (sizes the tensor-core grids)

@@ -347,6 +347,7 @@ TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
     DeviceExpertBatch batch{1, tokens, top_k, x_device->as<float>(), ids_device->as<int32_t>(),
                             weights_device->as<float>(), out_device->as<float>(), /*accumulate=*/true};
     gpu_->set_path(ExpertGemmPath::kAuto);  // 3 tokens: the few-token kernels
+    gpu_->set_few_token_max_tokens(4);
     ASSERT_TRUE(gpu_->ComputeOnDevice(batch, nullptr).ok());
     ASSERT_TRUE(gpu_->DeviceErrors(nullptr).ok());
     std::vector<float> out(x.size());

@@ -141,6 +141,7 @@ TEST_F(CudaFp8ProductsTest, W8A8MatchesAnEmulationOfItsRounding) {
   }
   // kAuto takes it above max_rows_for_direct_kernels rows per expert.
   gpu_->set_path(ExpertGemmPath::kAuto);
+  gpu_->set_fp8_activations(true);
   const auto [emulation_error, reference_error] = Compare(250, 3, 8);
   EXPECT_LT(emulation_error, 2e-2);
   EXPECT_LT(reference_error, 8e-2);

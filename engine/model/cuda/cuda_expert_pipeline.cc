@@ -53,11 +53,12 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
       s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
       s.error.as<int32_t>(), stream));
 
-  // kAuto (measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core kernels (no
-  // host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the kernels for
-  // batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS batch above;
-  // FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels rows, then
-  // the padded batch over dequantized groups.
+  // Above that (kAuto, measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core
+  // kernels (no host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the
+  // kernels for batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS
+  // batch above; FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels
+  // rows, then the W8A8 GEMMs (fp8_activations, where cuBLASLt allows) or the padded batch over
+  // dequantized groups.
   if (batch.capturable) {
     if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
     path = ExpertGemmPath::kDirect;

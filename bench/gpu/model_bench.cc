@@ -17,6 +17,7 @@
 #include "engine/format/checkpoint.h"
 #include "engine/model/cuda/cuda_expert_loader.h"
 #include "engine/model/cuda/gpu_model.h"
+#include "engine/ops/cuda/few_token_experts.h"
 #include "engine/model/sampler.h"
 #include "engine/model/weight_loader.h"
 #include "engine/ops/cuda/cuda_device.h"
@@ -145,18 +146,19 @@ int Run(const std::string& directory, bool profile) {
     // Runs, measured in the same process: 0 device loop and 1 CUDA graph with the defaults; 2 CUDA
     // graph with the other linear-layer path (skinny tensor-core kernels <-> cuBLAS); 3 CUDA graph
     // with the phase-1 launch shapes (cuBLAS for every linear layer with its bf16 conversions,
-    // expert grid over every local expert); 4 CUDA graph with the defaults but the tensor-core
-    // expert kernels instead of the few-token kernels (which take batches of <= 4 tokens).
+    // expert grid over every local expert); 4 CUDA graph with the defaults but the other choice of
+    // expert kernels for batches of <= 4 tokens (few-token kernels <-> tensor-core kernels).
     double results[5] = {0, 0, 0, 0, 0};
     std::vector<std::vector<int32_t>> tokens[5];
     Prefilled first_run;
     const int64_t default_rows = model.options().decode_linear_max_rows;
     const int64_t other_rows = default_rows > 0 ? 0 : 16;
     const int64_t default_few_tokens = experts_ref.options().few_token_max_tokens;
+    const int64_t other_few_tokens = default_few_tokens > 0 ? 0 : cuda::kFewTokenMaxTokens;
     for (int run = 0; run < 5; ++run) {
       model.set_decode_linear_max_rows(run == 2 ? other_rows : run == 3 ? 0 : default_rows);
       experts_ref.set_compact_expert_grid(run != 3);
-      experts_ref.set_few_token_max_tokens(run == 4 ? 0 : default_few_tokens);
+      experts_ref.set_few_token_max_tokens(run == 4 ? other_few_tokens : default_few_tokens);
       if (run >= 2) {  // warm-up of the other kernels
         Prefilled warm_other = Prefill(model, prompts);
         Die(model.GenerateGreedy(warm_other.sequences, warm_other.first_tokens, 4, true).status(), "warm-up");
@@ -190,7 +192,9 @@ int Run(const std::string& directory, bool profile) {
     const double hf_tps = entry["decode_tokens_per_s"];
     const double ours_loop = batch * steps / results[0], ours_graph = batch * steps / results[1];
     const double other_graph = batch * steps / results[2], phase1_graph = batch * steps / results[3];
-    const double tensor_core_graph = batch * steps / results[4];
+    const double other_experts_graph = batch * steps / results[4];
+    const char* default_experts = default_few_tokens > 0 ? "few-token experts" : "tensor-core experts";
+    const char* other_experts = default_few_tokens > 0 ? "tensor-core experts" : "few-token experts";
     const char* default_linears = default_rows > 0 ? "skinny linears" : "cuBLAS linears";
     const char* other_linears = default_rows > 0 ? "cuBLAS linears" : "skinny linears";
     std::string grouped = "";
@@ -202,12 +206,13 @@ int Run(const std::string& directory, bool profile) {
     table.push_back(absl::StrFormat(
         "decode batch %3lld: HF eager %8.1f tok/s | ours device loop %8.1f tok/s (%.1fx) | ours CUDA graph (%s) %8.1f "
         "tok/s (%.1fx) | %s, CUDA graph %8.1f tok/s (%.1fx) | phase-1 launch shapes, CUDA graph %8.1f tok/s (%.1fx; "
-        "ours/phase-1 %.2fx) | tensor-core expert kernels, CUDA graph %8.1f tok/s (ours/them %.2fx)%s | graph==loop "
+        "ours/phase-1 %.2fx) | %s, CUDA graph %8.1f tok/s (%s/them %.2fx)%s | graph==loop "
         "tokens: %s | greedy prefix = phase-1 for %lld/%lld tokens | first token = HF for %lld/%lld, seq 0 greedy "
         "prefix %lld/%lld, last logits rel diff %.3g",
         (long long)batch, hf_tps, ours_loop, ours_loop / hf_tps, default_linears, ours_graph, ours_graph / hf_tps,
         other_linears, other_graph, other_graph / hf_tps, phase1_graph, phase1_graph / hf_tps,
-        ours_graph / phase1_graph, tensor_core_graph, ours_graph / tensor_core_graph, grouped,
+        ours_graph / phase1_graph, other_experts, other_experts_graph, default_experts, ours_graph / other_experts_graph,
+        grouped,
         tokens[0] == tokens[1] ? "yes" : "NO",
         (long long)same_as_phase1, (long long)(batch * steps), (long long)first_same, (long long)batch,
         (long long)prefix0, (long long)steps, scale > 0 ? diff / scale : diff));

@@ -57,8 +57,9 @@ struct CudaExpertOptions {
   // 33% / 44%), the batch 62-78% / 66-87% from 4 to 256 tokens (the kernels 56-62% / 53-66%).
   int64_t max_tokens_for_direct_kernels = 1;
   // kAuto and CUDA graphs, bf16 and FP8 experts: the few-token kernels for batches of at most this
-  // many tokens (0 = never; at most cuda::kFewTokenMaxTokens). See bench/RESULTS.md.
-  int64_t few_token_max_tokens = 4;
+  // many tokens (0 = never; at most cuda::kFewTokenMaxTokens). Off until they have been run on a
+  // GPU (no GPU machine could be had in the session that wrote them; bench/RESULTS.md).
+  int64_t few_token_max_tokens = 0;
   // Few-token kernels: the down kernel is a programmatic dependent launch (starts while gate/up
   // finishes). false: plain stream order, kept for side-by-side benchmarks.
   bool programmatic_launch = true;
@@ -68,8 +69,9 @@ struct CudaExpertOptions {
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
   // kAuto with FP8 experts above max_rows_for_direct_kernels rows: kCublasFp8 (activations rounded
   // to FP8 too) where cuBLASLt passes its known-values check and the sizes allow; false: weights
-  // dequantized to bf16 (kCublasBatched), activations kept in bf16.
-  bool fp8_activations = true;
+  // dequantized to bf16 (kCublasBatched), activations kept in bf16. Off until the path has been
+  // run on a GPU (as few_token_max_tokens).
+  bool fp8_activations = false;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.

@@ -24,6 +24,12 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 }  // namespace
 
 absl::Status CudaRoutedExperts::Fp8ProductsAvailable() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+  return Fp8ProductsAvailableLocked();
+}
+
+absl::Status CudaRoutedExperts::Fp8ProductsAvailableLocked() {
   if (options_.format != GpuExpertFormat::kFP8Block) {
     return absl::FailedPreconditionError("W8A8 expert products need FP8 experts");
   }
@@ -41,7 +47,7 @@ absl::Status CudaRoutedExperts::Fp8ProductsAvailable() {
 absl::Status CudaRoutedExperts::RunCublasFp8(const LayerStorage& layer, const DeviceExpertBatch& batch,
                                              std::span<const int32_t> offsets, const void** y,
                                              const int32_t** row_of_slot, void* stream) {
-  EXPERTMESH_RETURN_IF_ERROR(Fp8ProductsAvailable());
+  EXPERTMESH_RETURN_IF_ERROR(Fp8ProductsAvailableLocked());
   Scratch& s = *scratch_;
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;

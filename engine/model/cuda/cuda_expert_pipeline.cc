@@ -83,7 +83,8 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
       path = largest <= options_.max_rows_for_direct_kernels
                  ? ExpertGemmPath::kDirect
                  : (options_.batched_cublas ? ExpertGemmPath::kCublasBatched : ExpertGemmPath::kCublasStreams);
-      if (path != ExpertGemmPath::kDirect && fp8 && options_.fp8_activations && Fp8ProductsAvailable().ok()) {
+      if (path != ExpertGemmPath::kDirect && fp8 && options_.fp8_activations &&
+          Fp8ProductsAvailableLocked().ok()) {
         path = ExpertGemmPath::kCublasFp8;
       }
     }

@@ -206,6 +206,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   // kCublasFp8 (same outputs as RunCublasBatched: padded bf16 rows and the slot map).
   absl::Status RunCublasFp8(const LayerStorage& layer, const DeviceExpertBatch& batch, std::span<const int32_t> offsets,
                             const void** y, const int32_t** row_of_slot, void* stream);
+  absl::Status Fp8ProductsAvailableLocked();  // Fp8ProductsAvailable with mutex_ held
   // Helper streams 1..count-1 start after the work enqueued on `stream` so far (lanes[0] = stream);
   // JoinLanes makes `stream` wait for them (returns the first error, joining all the same).
   absl::Status ForkLanes(int count, void* stream, void* lanes[kCublasStreams]);

@@ -256,7 +256,8 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
     if (!(tokens >> t & 1u)) continue;
     const float gate_sum = WarpSum(gate_acc[t]), up_sum = WarpSum(up_acc[t]);
     if (lane == 0) {
-      batch.h[int64_t(routing.slot[entry][t]) * intermediate + j] = warp_mma::To16<kFp8>(warp_mma::Silu(gate_sum) * up_sum);
+      const int64_t at = int64_t(routing.slot[entry][t]) * intermediate + j;
+      batch.h[at] = warp_mma::To16<kFp8>(warp_mma::Silu(gate_sum) * up_sum);
     }
   }
 }
@@ -324,7 +325,8 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
 #pragma unroll
         for (int t = 0; t < kMaxTokens; ++t) {
           if (!(tokens >> t & 1u)) continue;
-          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>), acc[t]);
+          const uint16_t* h = h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>;
+          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h), acc[t]);
         }
       }
     }
@@ -359,7 +361,9 @@ __global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewToken
   }
   WaitForPrimaryGrid();  // h is written by the gate/up kernel
   // h rows are read through L1 (a few KB each, reused by every task of the block).
-  for (int task = first_task; task < hidden; task += gridDim.x * kWarps) DownRow<kFp8>(batch, routing, task, batch.h, lane);
+  for (int task = first_task; task < hidden; task += gridDim.x * kWarps) {
+    DownRow<kFp8>(batch, routing, task, batch.h, lane);
+  }
 }
 
 // ---- launch -------------------------------------------------------------------------------
@@ -408,7 +412,8 @@ absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden,
 
 absl::Status PrepareFewTokenExpertKernels() {
   for (const void* kernel :
-       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>), reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
+       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>),
+        reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxDynamicShared),
         "cudaFuncSetAttribute(few-token experts)"));

@@ -17,10 +17,10 @@
 #include "engine/format/checkpoint.h"
 #include "engine/model/cuda/cuda_expert_loader.h"
 #include "engine/model/cuda/gpu_model.h"
-#include "engine/ops/cuda/few_token_experts.h"
 #include "engine/model/sampler.h"
 #include "engine/model/weight_loader.h"
 #include "engine/ops/cuda/cuda_device.h"
+#include "engine/ops/cuda/few_token_experts.h"
 #include "nlohmann/json.hpp"
 
 namespace expertmesh {

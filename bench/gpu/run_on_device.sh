@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -79,6 +79,17 @@ if [[ $mode == model ]]; then
   step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
   sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
   log "done (model) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == tiny ]]; then  # the new expert paths' tests and speeds only, for a call of ~2 minutes
+  step cuda_fp8_products_test 30 "$B/cuda_fp8_products_test" --gtest_color=no
+  grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
+  step cuda_experts_test 45 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*FewToken*
+  step expert_bench 60 "$B/gpu_expert_bench" --no-blend --tokens 1,4,4096 --variants \
+    direct-mma,few-tokens,cublas-fp8-w8a8,auto-bf16-activations --tsv "$OUT/expert_bench.tsv"
+  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  log "done (tiny) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -77,6 +77,27 @@ MlpWeights RandomMlp(const Shape& s, std::mt19937_64& rng) {
   return m;
 }
 
+// Device copies of a batch's activations, expert ids and gate weights, and an output buffer of the
+// activations' size.
+struct DeviceBatchBuffers {
+  cuda::DeviceBuffer x, out, ids, weights;
+  void Upload(const std::vector<float>& host_x, const std::vector<int32_t>& host_ids,
+              const std::vector<float>& host_weights) {
+    auto allocated_x = cuda::DeviceBuffer::Allocate(host_x.size() * 4);
+    auto allocated_out = cuda::DeviceBuffer::Allocate(host_x.size() * 4);
+    auto allocated_ids = cuda::DeviceBuffer::Allocate(host_ids.size() * 4);
+    auto allocated_weights = cuda::DeviceBuffer::Allocate(host_weights.size() * 4);
+    ASSERT_TRUE(allocated_x.ok() && allocated_out.ok() && allocated_ids.ok() && allocated_weights.ok());
+    x = std::move(allocated_x).value();
+    out = std::move(allocated_out).value();
+    ids = std::move(allocated_ids).value();
+    weights = std::move(allocated_weights).value();
+    ASSERT_TRUE(x.CopyFromHost(host_x.data(), host_x.size() * 4).ok());
+    ASSERT_TRUE(ids.CopyFromHost(host_ids.data(), host_ids.size() * 4).ok());
+    ASSERT_TRUE(weights.CopyFromHost(host_weights.data(), host_weights.size() * 4).ok());
+  }
+};
+
 class CudaExpertsTest : public ::testing::Test {
  protected:
   void SetUp() override { EXPERTMESH_SKIP_WITHOUT_GPU(); }
@@ -252,22 +273,16 @@ TEST_F(CudaExpertsTest, DeviceBatchRecordsExpertsNotHeld) {
   std::vector<int32_t> ids = {2, 5, 5, 7, -1, 2};  // 7 is not held in layer 3
   std::vector<float> weights = {0.5f, 0.5f, 1.0f, 1.0f, 0.3f, 0.7f};
   std::vector<float> x = RandomVector(tokens * hidden, rng_, 1.0f);
-  auto x_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
-  auto out_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
-  auto ids_device = cuda::DeviceBuffer::Allocate(ids.size() * 4);
-  auto weights_device = cuda::DeviceBuffer::Allocate(weights.size() * 4);
-  ASSERT_TRUE(x_device.ok() && out_device.ok() && ids_device.ok() && weights_device.ok());
-  ASSERT_TRUE(x_device->CopyFromHost(x.data(), x.size() * 4).ok());
-  ASSERT_TRUE(ids_device->CopyFromHost(ids.data(), ids.size() * 4).ok());
-  ASSERT_TRUE(weights_device->CopyFromHost(weights.data(), weights.size() * 4).ok());
-  DeviceExpertBatch batch{3, tokens, top_k, x_device->as<float>(), ids_device->as<int32_t>(),
-                          weights_device->as<float>(), out_device->as<float>(), false};
+  DeviceBatchBuffers device;
+  ASSERT_NO_FATAL_FAILURE(device.Upload(x, ids, weights));
+  DeviceExpertBatch batch{3, tokens, top_k, device.x.as<float>(), device.ids.as<int32_t>(),
+                          device.weights.as<float>(), device.out.as<float>(), false};
   ASSERT_TRUE(gpu_->ComputeOnDevice(batch, nullptr).ok());
   EXPECT_EQ(gpu_->DeviceErrors(nullptr).code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(gpu_->DeviceErrors(nullptr).ok());  // the flag was reset
   // The slots that were held were computed: token 0 = 0.5 E2(x0) + 0.5 E5(x0) as on the CPU.
   std::vector<float> out(x.size());
-  ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+  ASSERT_TRUE(device.out.CopyToHost(out.data(), out.size() * 4).ok());
   RoutedExpertBatch first{3, 1, hidden, top_k, std::span(x.data(), hidden), std::span(ids.data(), 2),
                           std::span(weights.data(), 2)};
   std::vector<float> expected(hidden, 0.0f);
@@ -335,26 +350,20 @@ TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
     ASSERT_TRUE(cpu_->Compute(host, once).ok());
     std::vector<float> twice = once;
     for (size_t i = 0; i < twice.size(); ++i) twice[i] += once[i] - base[i];
-    auto x_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
-    auto out_device = cuda::DeviceBuffer::Allocate(x.size() * 4);
-    auto ids_device = cuda::DeviceBuffer::Allocate(ids.size() * 4);
-    auto weights_device = cuda::DeviceBuffer::Allocate(weights.size() * 4);
-    ASSERT_TRUE(x_device.ok() && out_device.ok() && ids_device.ok() && weights_device.ok());
-    ASSERT_TRUE(x_device->CopyFromHost(x.data(), x.size() * 4).ok());
-    ASSERT_TRUE(ids_device->CopyFromHost(ids.data(), ids.size() * 4).ok());
-    ASSERT_TRUE(weights_device->CopyFromHost(weights.data(), weights.size() * 4).ok());
-    ASSERT_TRUE(out_device->CopyFromHost(base.data(), base.size() * 4).ok());
-    DeviceExpertBatch batch{1, tokens, top_k, x_device->as<float>(), ids_device->as<int32_t>(),
-                            weights_device->as<float>(), out_device->as<float>(), /*accumulate=*/true};
+    DeviceBatchBuffers device;
+    ASSERT_NO_FATAL_FAILURE(device.Upload(x, ids, weights));
+    ASSERT_TRUE(device.out.CopyFromHost(base.data(), base.size() * 4).ok());
+    DeviceExpertBatch batch{1, tokens, top_k, device.x.as<float>(), device.ids.as<int32_t>(),
+                            device.weights.as<float>(), device.out.as<float>(), /*accumulate=*/true};
     gpu_->set_path(ExpertGemmPath::kAuto);  // 3 tokens: the few-token kernels
     gpu_->set_few_token_max_tokens(4);
     ASSERT_TRUE(gpu_->ComputeOnDevice(batch, nullptr).ok());
     ASSERT_TRUE(gpu_->DeviceErrors(nullptr).ok());
     std::vector<float> out(x.size());
-    ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+    ASSERT_TRUE(device.out.CopyToHost(out.data(), out.size() * 4).ok());
     EXPECT_LT(RelativeNormError(out, once), kBf16Tolerance) << "format " << int(format);
 
-    ASSERT_TRUE(out_device->CopyFromHost(base.data(), base.size() * 4).ok());
+    ASSERT_TRUE(device.out.CopyFromHost(base.data(), base.size() * 4).ok());
     ASSERT_TRUE(gpu_->Reserve(tokens, top_k).ok());
     cudaStream_t stream = nullptr;
     ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
@@ -369,7 +378,7 @@ TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_TRUE(gpu_->DeviceErrors(stream).ok());
-    ASSERT_TRUE(out_device->CopyToHost(out.data(), out.size() * 4).ok());
+    ASSERT_TRUE(device.out.CopyToHost(out.data(), out.size() * 4).ok());
     EXPECT_LT(RelativeNormError(out, twice), kBf16Tolerance) << "format " << int(format);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);

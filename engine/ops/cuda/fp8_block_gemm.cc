@@ -9,11 +9,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/dtype.h"
 #include "engine/core/status_macros.h"
 #include "engine/ops/cuda/cuda_status.h"
 
@@ -28,21 +28,6 @@ absl::Status LtStatus(cublasStatus_t status, const char* what) {
 }
 
 cublasLtHandle_t Handle(void* handle) { return static_cast<cublasLtHandle_t>(handle); }
-
-// E4M3 (bias 7, no infinities) to float, for the known-values check.
-float DecodeE4M3(uint8_t bits) {
-  const int exponent = (bits >> 3) & 15, mantissa = bits & 7;
-  const float magnitude = exponent == 0 ? std::ldexp(mantissa / 8.0f, -6)
-                                        : std::ldexp(1.0f + mantissa / 8.0f, exponent - 7);
-  return (bits & 0x80) ? -magnitude : magnitude;
-}
-
-float DecodeBf16(uint16_t bits) {
-  const uint32_t wide = uint32_t(bits) << 16;
-  float value;
-  std::memcpy(&value, &wide, sizeof(value));
-  return value;
-}
 
 }  // namespace
 
@@ -190,10 +175,10 @@ absl::Status Fp8BlockGemm::CheckKnownProduct() {
     for (int64_t o = 0; o < out; ++o) {
       double sum = 0;
       for (int64_t k = 0; k < in; ++k) {
-        sum += double(DecodeE4M3(a[r * in + k])) * a_scale[(k / 128) * rows + r] * DecodeE4M3(w[o * in + k]) *
+        sum += double(Float8E4M3ToFloat(a[r * in + k])) * a_scale[(k / 128) * rows + r] * Float8E4M3ToFloat(w[o * in + k]) *
                w_scale[(o / 128) * (in / 128) + k / 128];
       }
-      const double got = DecodeBf16(d[r * out + o]);
+      const double got = BFloat16ToFloat(d[r * out + o]);
       error += (got - sum) * (got - sum);
       norm += sum * sum;
     }

@@ -8,6 +8,7 @@
 
 #include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/fp8_rows.h"
+#include "engine/ops/cuda/warp_mma.cuh"
 
 namespace expertmesh::cuda {
 namespace {
@@ -70,11 +71,10 @@ __global__ void __launch_bounds__(kThreads) QuantizeSwiGluKernel(const __nv_bflo
     const int64_t j = block * 128 + (threadIdx.x & 31) * 4;
     const __nv_bfloat16* gate = gate_up + p * 2 * intermediate + j;
     const __nv_bfloat16* up = gate + intermediate;
-    const auto silu = [](float g) { return g / (1.0f + __expf(-g)); };
-    v = make_float4(silu(__bfloat162float(gate[0])) * __bfloat162float(up[0]),
-                    silu(__bfloat162float(gate[1])) * __bfloat162float(up[1]),
-                    silu(__bfloat162float(gate[2])) * __bfloat162float(up[2]),
-                    silu(__bfloat162float(gate[3])) * __bfloat162float(up[3]));
+    v = make_float4(warp_mma::Silu(__bfloat162float(gate[0])) * __bfloat162float(up[0]),
+                    warp_mma::Silu(__bfloat162float(gate[1])) * __bfloat162float(up[1]),
+                    warp_mma::Silu(__bfloat162float(gate[2])) * __bfloat162float(up[2]),
+                    warp_mma::Silu(__bfloat162float(gate[3])) * __bfloat162float(up[3]));
   }
   QuantizeBlock(v, p, block, blocks, intermediate, row, padded_offsets, q, scales);
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -372,19 +373,20 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 
 int64_t GateUpShared(const FewTokenExpertBatch& b) { return b.tokens * b.hidden * 2; }
 
-// Resident blocks per multiprocessor for a kernel and its dynamic shared memory (cached).
-absl::StatusOr<int> BlocksPerMultiprocessor(const void* kernel, int64_t shared_bytes) {
+// Resident blocks per multiprocessor for a kernel and its dynamic shared memory on `device`
+// (cached).
+absl::StatusOr<int> BlocksPerMultiprocessor(int device, const void* kernel, int64_t shared_bytes) {
   static std::mutex mutex;
-  static std::map<std::pair<const void*, int64_t>, int> cache;
+  static std::map<std::tuple<int, const void*, int64_t>, int> cache;
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find({kernel, shared_bytes});
+  auto it = cache.find({device, kernel, shared_bytes});
   if (it != cache.end()) return it->second;
   int blocks = 0;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, static_cast<size_t>(shared_bytes)),
       "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
   if (blocks <= 0) return absl::FailedPreconditionError("few-token expert kernel cannot be resident");
-  cache[{kernel, shared_bytes}] = blocks;
+  cache[{device, kernel, shared_bytes}] = blocks;
   return blocks;
 }
 
@@ -421,6 +423,20 @@ absl::Status PrepareFewTokenExpertKernels() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The shared-memory limit is a per-device attribute of a kernel: set once on each device.
+absl::Status PreparedOn(int device) {
+  static std::mutex mutex;
+  static std::map<int, absl::Status> prepared;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = prepared.find(device);
+  if (it == prepared.end()) it = prepared.emplace(device, PrepareFewTokenExpertKernels()).first;
+  return it->second;
+}
+
+}  // namespace
+
 absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_count, void* stream) {
   EXPERTMESH_RETURN_IF_ERROR(
       CheckFewTokenExperts(batch.tokens, batch.top_k, batch.hidden, batch.intermediate, batch.fp8));
@@ -430,14 +446,15 @@ absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_coun
   if (batch.n_routed <= 0 || batch.n_routed >= (int64_t(1) << 31) || sm_count <= 0) {
     return absl::InvalidArgumentError("LaunchFewTokenExperts: bad expert count or multiprocessor count");
   }
-  static const absl::Status prepared = PrepareFewTokenExpertKernels();
-  EXPERTMESH_RETURN_IF_ERROR(prepared);
+  int device = 0;
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetDevice(&device), "cudaGetDevice"));
+  EXPERTMESH_RETURN_IF_ERROR(PreparedOn(device));
   const void* gate_up = batch.fp8 ? reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)
                                   : reinterpret_cast<const void*>(FewTokenGateUpKernel<false>);
   const void* down = batch.fp8 ? reinterpret_cast<const void*>(FewTokenDownKernel<true>)
                                : reinterpret_cast<const void*>(FewTokenDownKernel<false>);
-  EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(gate_up, GateUpShared(batch)));
-  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(down, 0));
+  EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
+  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(device, down, 0));
   // One wave: every block resident at once (the down kernel may start while gate/up finishes).
   if (batch.fp8) {
     FewTokenGateUpKernel<true><<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);

@@ -44,8 +44,8 @@ struct FewTokenExpertBatch {
 // FP8) and rows that fit in shared memory; FAILED_PRECONDITION with the reason otherwise.
 absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden, int64_t intermediate, bool fp8);
 
-// Sets the kernels' shared-memory limits. Called by the launcher; call once before capturing it
-// into a CUDA graph.
+// Sets the kernels' shared-memory limits on the current device. The launcher calls it once per
+// device; call it before the first launch on a device is captured into a CUDA graph.
 absl::Status PrepareFewTokenExpertKernels();
 
 // Enqueues the two kernels on `stream` (capturable: no host synchronisation, no allocation).

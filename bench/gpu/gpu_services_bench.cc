@@ -1,13 +1,18 @@
-// gpu_services_bench: generation throughput of the services on the GPU — attention-svc and two
-// expert-svc shards, all with --device=cuda:0, on loopback — side by side with the monolithic GPU
-// model (GpuModel + CudaRoutedExperts in this process, the same prefill-then-decode work, logits
-// to the host and greedy picks there as the scheduler does), on bench/services' random checkpoint
-// with DeepSeek-V2-Lite widths (so the CPU services benchmark of the same device call measures the
-// same model and workload). Prints a Markdown table (also to --markdown). Numbers, not verdicts.
+// gpu_services_bench: generation throughput of the services on GPUs — attention-svc and expert-svc
+// shards on loopback gRPC — side by side with the monolithic GPU model (GpuModel +
+// CudaRoutedExperts in this process, the same prefill-then-decode work, logits to the host and
+// greedy picks there as the scheduler does), on bench/services' random checkpoint with
+// DeepSeek-V2-Lite widths. On one GPU two shards share cuda:0 with attention-svc; with N >= 2 GPUs
+// attention-svc (and the monolithic model) run on cuda:0 and one shard on each other GPU (issue
+// 4's distributed setup). Also reports the per-MoE-layer fan-out time (p50/p99) of each run from
+// attention-svc's own histogram. Prints a Markdown table (also to --markdown). Numbers, not verdicts.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -25,11 +30,16 @@
 #include "engine/ops/cuda/cuda_device.h"
 #include "engine/rpc/command_line.h"
 #include "tests/integration/service_cluster.h"
+#include "tests/integration/service_process.h"
+#include "tests/unit/metrics/exposition_test_util.h"
 
 ABSL_FLAG(std::string, work_dir, "/tmp/expertmesh-fanout-bench", "where the random checkpoint is kept");
 ABSL_FLAG(std::string, bin_dir, "", "folder whose bin/ holds expert-svc and attention-svc (default: this binary's ../)");
 ABSL_FLAG(int, moe_layers, 2, "MoE layers of the random model (after one dense layer)");
-ABSL_FLAG(std::string, sequences, "1,8,32", "concurrent sequences");
+ABSL_FLAG(std::string, sequences, "1,16,64,128", "concurrent sequences");
+ABSL_FLAG(int, gpus, 0,
+          "GPUs to use (0: every visible one). 1: attention-svc and two shards share cuda:0; N >= 2: attention-svc "
+          "and the monolithic model on cuda:0, one expert shard on each of cuda:1..N-1");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt tokens per sequence");
 ABSL_FLAG(int, decode_tokens, 16, "tokens generated per sequence");
 ABSL_FLAG(int, rounds, 2, "alternating rounds (best kept)");
@@ -113,6 +123,57 @@ std::vector<int> ParseList(const std::string& text) {
   return values;
 }
 
+// Cumulative bucket counts (upper bound -> count) of attention-svc's per-MoE-layer fan-out
+// histogram, scraped from its /metrics.
+using Buckets = std::map<double, double>;
+
+absl::StatusOr<Buckets> ScrapeLayerFanout(int metrics_port) {
+  absl::StatusOr<metrics::testing::HttpResponse> response = metrics::testing::HttpGet(metrics_port, "/metrics");
+  if (!response.ok()) return response.status();
+  absl::StatusOr<metrics::testing::Exposition> parsed = metrics::testing::ParseExposition(response->body);
+  if (!parsed.ok()) return parsed.status();
+  const std::string prefix = "expertmesh_moe_layer_fanout_seconds_bucket{";
+  Buckets buckets;
+  for (const auto& [key, value] : parsed->samples) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    const size_t at = key.find("le=\"");
+    if (at == std::string::npos) continue;
+    const std::string bound = key.substr(at + 4, key.find('"', at + 4) - (at + 4));
+    double upper = 0;
+    if (bound == "+Inf") {
+      upper = std::numeric_limits<double>::infinity();
+    } else if (!absl::SimpleAtod(bound, &upper)) {
+      continue;
+    }
+    buckets[upper] += value;
+  }
+  if (buckets.empty()) return absl::NotFoundError("attention-svc exports no expertmesh_moe_layer_fanout_seconds");
+  return buckets;
+}
+
+// The q-quantile of the observations between two scrapes, interpolated linearly inside its bucket
+// (so only as fine as the histogram's buckets); -1 when there were none.
+double Quantile(const Buckets& before, const Buckets& after, double q) {
+  std::vector<std::pair<double, double>> counts;  // upper bound, cumulative count in the window
+  for (const auto& [upper, count] : after) {
+    const auto was = before.find(upper);
+    counts.push_back({upper, count - (was == before.end() ? 0.0 : was->second)});
+  }
+  if (counts.empty() || counts.back().second <= 0) return -1;
+  const double target = q * counts.back().second;
+  double lower = 0, below = 0;
+  for (const auto& [upper, cumulative] : counts) {
+    if (cumulative >= target) {
+      if (std::isinf(upper)) return lower;  // beyond the last finite bound
+      const double inside = cumulative - below;
+      return inside <= 0 ? upper : lower + (upper - lower) * (target - below) / inside;
+    }
+    lower = upper;
+    below = cumulative;
+  }
+  return lower;
+}
+
 int Run(const char* argv0) {
   if (absl::Status gpu = cuda::CheckDeviceAvailable(); !gpu.ok()) {
     std::printf("skipped: no GPU (%s)\n", std::string(gpu.message()).c_str());
@@ -130,6 +191,11 @@ int Run(const char* argv0) {
   }
   const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens), decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   const std::vector<int> batch_sizes = ParseList(absl::GetFlag(FLAGS_sequences));
+  if (batch_sizes.empty()) return std::fprintf(stderr, "bench: --sequences names no batch size\n"), 1;
+  const int largest_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
+  auto visible = cuda::DeviceCount();
+  if (!visible.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(visible.status().message()).c_str()), 1;
+  const int gpus = absl::GetFlag(FLAGS_gpus) > 0 ? std::min(absl::GetFlag(FLAGS_gpus), *visible) : *visible;
 
   // The monolithic GPU model: non-expert weights through the CPU loader, experts straight to the card.
   auto checkpoint = Checkpoint::Open(model_dir);
@@ -142,45 +208,76 @@ int Run(const char* argv0) {
   auto experts = LoadCudaRoutedExperts(**checkpoint, CudaExpertLoadOptions{});
   if (!experts.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(experts.status().message()).c_str()), 1;
   GpuModelOptions options;
-  options.max_sequences = 64;
+  options.max_sequences = largest_batch;
   options.max_sequence_length = 256;
-  options.max_step_tokens = 64 * prompt_tokens;
+  options.max_step_tokens = int64_t(largest_batch) * prompt_tokens;
   auto model = GpuModel::Create(config, weights->weights, experts->get(), options);
   if (!model.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(model.status().message()).c_str()), 1;
   checkpoint->reset();
 
-  std::fprintf(stderr, "bench: starting 2 GPU expert shards and a GPU attention-svc\n");
+  // Placement: one GPU, two shards beside attention-svc; several, one shard per GPU after the first.
   testing::ClusterOptions cluster_options;
   cluster_options.model_directory = model_dir;
-  cluster_options.num_shards = 2;
-  cluster_options.expert_flags = {"--device=cuda:0"};
-  cluster_options.attention_flags = {"--device=cuda:0", "--gpu-max-sequence-length=256"};
+  std::string placement;
+  if (gpus >= 2) {
+    cluster_options.num_shards = gpus - 1;
+    for (int shard = 0; shard < gpus - 1; ++shard) {
+      cluster_options.shard_flags.push_back({absl::StrCat("--device=cuda:", shard + 1)});
+    }
+    placement = absl::StrCat("attention-svc on cuda:0, ", gpus - 1, " expert-svc shard(s) on cuda:1..", gpus - 1);
+  } else {
+    cluster_options.num_shards = 2;
+    cluster_options.expert_flags = {"--device=cuda:0"};
+    placement = "attention-svc + 2 expert-svc shards, all on cuda:0";
+  }
+  const int metrics_port = testing::PickFreePort();
+  cluster_options.attention_flags = {"--device=cuda:0", "--gpu-max-sequence-length=256",
+                                     absl::StrCat("--max-running-sequences=", largest_batch),
+                                     absl::StrCat("--max-prefill-tokens-per-step=", largest_batch * prompt_tokens),
+                                     absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)};
+  std::fprintf(stderr, "bench: starting %s\n", placement.c_str());
   auto cluster = testing::ServiceCluster::Start(cluster_options);
   if (!cluster.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(cluster.status().message()).c_str()), 1;
 
-  std::map<int, double> monolithic, services;
+  std::map<int, double> monolithic, services, fanout_p50, fanout_p99;
   for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
     for (int sequences : batch_sizes) {
       auto mono = MonolithicTokensPerSecond(**model, sequences, prompt_tokens, decode_tokens, config.vocab_size);
       if (!mono.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(mono.status().message()).c_str()), 1;
+      const absl::StatusOr<Buckets> before = ScrapeLayerFanout(metrics_port);
       const double remote =
           ServicesTokensPerSecond((*cluster)->stub(), sequences, prompt_tokens, decode_tokens, config.vocab_size);
+      const absl::StatusOr<Buckets> after = ScrapeLayerFanout(metrics_port);
       monolithic[sequences] = std::max(monolithic[sequences], *mono);
-      services[sequences] = std::max(services[sequences], remote);
+      if (remote > services[sequences]) {  // the fan-out times of the kept (best) round
+        services[sequences] = remote;
+        fanout_p50[sequences] = before.ok() && after.ok() ? Quantile(*before, *after, 0.5) : -1;
+        fanout_p99[sequences] = before.ok() && after.ok() ? Quantile(*before, *after, 0.99) : -1;
+      }
+      if (!after.ok()) std::fprintf(stderr, "bench: scrape: %s\n", std::string(after.status().message()).c_str());
       std::fprintf(stderr, "bench: round %d, %d sequences: monolithic GPU %.1f tok/s, GPU services %.1f tok/s\n",
                    round + 1, sequences, *mono, remote);
     }
   }
-  auto device = cuda::DescribeDevice();
+  std::string devices;
+  for (int index = 0; index < gpus; ++index) {
+    auto device = cuda::DescribeDevice(index);
+    absl::StrAppend(&devices, index == 0 ? "" : "; ", "cuda:", index, " ", device.ok() ? *device : "?");
+  }
   std::string table = absl::StrCat(
-      "### Services on the GPU (", device.ok() ? *device : "?", "): attention-svc + 2 expert-svc shards, all with "
-      "--device=cuda:0 (bf16), loopback gRPC with f32 activations, vs the monolithic GPU model in one process; ",
-      prompt_tokens, "-token prompts, ", decode_tokens, " new tokens each, best of ", absl::GetFlag(FLAGS_rounds),
-      " alternating rounds)\n\n| sequences | monolithic GPU tok/s | GPU services tok/s | services / monolithic |\n"
-      "|---:|---:|---:|---:|\n");
+      "### Services on GPUs (", devices, "): ", placement, " (bf16), loopback gRPC with f32 activations, vs the "
+      "monolithic GPU model on cuda:0 in one process; ", prompt_tokens, "-token prompts, ", decode_tokens,
+      " new tokens each, best of ", absl::GetFlag(FLAGS_rounds), " alternating rounds; fan-out = attention-svc's "
+      "time for one MoE layer's replies from every shard, from its histogram (interpolated inside buckets)\n\n"
+      "| sequences | monolithic GPU tok/s | GPU services tok/s | services / monolithic | fan-out p50 ms | "
+      "fan-out p99 ms |\n|---:|---:|---:|---:|---:|---:|\n");
   for (int sequences : batch_sizes) {
-    absl::StrAppendFormat(&table, "| %d | %.1f | %.1f | %.2f |\n", sequences, monolithic[sequences],
-                          services[sequences], services[sequences] / monolithic[sequences]);
+    const auto milliseconds = [](double seconds) {
+      return seconds < 0 ? std::string("n/a") : absl::StrFormat("%.2f", seconds * 1e3);
+    };
+    absl::StrAppendFormat(&table, "| %d | %.1f | %.1f | %.2f | %s | %s |\n", sequences, monolithic[sequences],
+                          services[sequences], services[sequences] / monolithic[sequences],
+                          milliseconds(fanout_p50[sequences]), milliseconds(fanout_p99[sequences]));
   }
   std::printf("%s\n", table.c_str());
   if (const std::string path = absl::GetFlag(FLAGS_markdown); !path.empty()) std::ofstream(path) << table;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -12,6 +12,8 @@
 #            16 tokens and of one batch-1 decode step.
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
+#   distributed: on a machine of several GPUs, the services test and the services benchmark with
+#          attention-svc on GPU 0 and one expert shard on each other GPU (batches 1, 16, 64, 128).
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
 #          on the GPU (throughput), the CPU services benchmark on the machine's cores, sanitizers.
 # Every step has its own timeout; a summary goes to $OUT/summary.txt, tables to $OUT/*.md|tsv,
@@ -79,6 +81,16 @@ if [[ $mode == model ]]; then
   step model_bench 150 "$B/gpu_model_bench" /tmp/v2lite-4layers
   sed -n '/== end-to-end summary/,$p' "$LOGS/model_bench.log" | tee -a "$SUMMARY" >/dev/null
   log "done (model) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == distributed ]]; then
+  log "GPUs: $(nvidia-smi --query-gpu=index,name --format=csv,noheader | tr '\n' ';')"
+  step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
+  step services_bench 420 "$B/gpu_services_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
+    --sequences=1,16,64,128 --markdown="$OUT/services_bench.md"
+  cat "$OUT/services_bench.md" >>"$SUMMARY" 2>/dev/null
+  log "done (distributed) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -13,6 +13,10 @@ std::vector<std::string> ServiceCluster::ShardArguments(int index) const {
                                         absl::StrCat("--shard-index=", index),
                                         absl::StrCat("--num-shards=", options_.num_shards)};
   arguments.insert(arguments.end(), options_.expert_flags.begin(), options_.expert_flags.end());
+  if (index < static_cast<int>(options_.shard_flags.size())) {
+    const std::vector<std::string>& own = options_.shard_flags[index];
+    arguments.insert(arguments.end(), own.begin(), own.end());
+  }
   return arguments;
 }
 

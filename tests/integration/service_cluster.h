@@ -21,6 +21,7 @@ struct ClusterOptions {
   int num_shards = 1;
   int replicas_per_shard = 1;
   std::vector<std::string> expert_flags;     // extra expert-svc flags
+  std::vector<std::vector<std::string>> shard_flags;  // shard i's own extra flags (e.g. its GPU), if any
   std::vector<std::string> attention_flags;  // extra attention-svc flags
   bool start_attention = true;
 };

@@ -30,6 +30,13 @@ absl::Status CheckDeviceAvailable() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> DeviceCount() {
+  if (absl::Status status = CheckDeviceAvailable(); !status.ok()) return status;
+  int count = 0;
+  if (absl::Status status = FromCuda(cudaGetDeviceCount(&count), "cudaGetDeviceCount"); !status.ok()) return status;
+  return count;
+}
+
 absl::StatusOr<std::string> DescribeDevice() { return DescribeDevice(0); }
 
 absl::StatusOr<std::string> DescribeDevice(int index) {

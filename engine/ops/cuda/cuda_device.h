@@ -15,6 +15,8 @@ namespace expertmesh::cuda {
 // OK when at least one usable CUDA device is present; otherwise UNAVAILABLE with the reason
 // ("no CUDA driver", "no device", ...).
 absl::Status CheckDeviceAvailable();
+// How many CUDA devices this process sees (UNAVAILABLE as CheckDeviceAvailable when none).
+absl::StatusOr<int> DeviceCount();
 // "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" for device 0 (or `index`).
 absl::StatusOr<std::string> DescribeDevice();
 absl::StatusOr<std::string> DescribeDevice(int index);

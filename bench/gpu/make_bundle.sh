@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-cuda2}
-targets="cuda_ops_test cuda_blend_test cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_fixture_test gpu_services_test
+targets="cuda_ops_test cuda_blend_test cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_micro_batch_test
+         gpu_fixture_test gpu_services_test
          gpu_device_flag_test gpu_expert_bench gpu_model_bench gpu_services_bench fanout_bench expert-svc
          attention-svc router-svc"
 cmake --build "$BUILD" -j2 --target $targets

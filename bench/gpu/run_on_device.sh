@@ -74,7 +74,7 @@ fi
 if [[ $mode == model ]]; then
   # A round on the GPU model alone: its tests (vs the CPU engine and the fixtures, in-process and
   # as services), memcheck, and the end-to-end benchmark against HF.
-  for t in cuda_ops_test gpu_model_test gpu_fixture_test; do step "$t" 150 "$B/$t" --gtest_color=no; done
+  for t in cuda_ops_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do step "$t" 150 "$B/$t" --gtest_color=no; done
   step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
   [[ -n $SANITIZER ]] && step memcheck_model 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/gpu_model_test"
   step hf_baseline 200 python3 bench/gpu/hf_baseline.py --out /tmp/v2lite-4layers
@@ -110,6 +110,7 @@ if [[ $mode == short ]]; then  # the same checks as "experts", trimmed for a cal
   grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
   step cuda_experts_test 90 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*FewToken*:*DeviceBatch*:*Fp8Block*
   step gpu_model_test 60 "$B/gpu_model_test" --gtest_color=no
+  step gpu_micro_batch_test 45 "$B/gpu_micro_batch_test" --gtest_color=no
   step expert_bench 90 "$B/gpu_expert_bench" --no-blend --tokens 1,4,4096 --variants \
     direct-mma,few-tokens-stream-order,few-tokens,cublas-batched,cublas-fp8-w8a8,auto --tsv "$OUT/expert_bench.tsv"
   grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
@@ -124,6 +125,7 @@ if [[ $mode == experts ]]; then
   grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
   step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
   step gpu_model_test 90 "$B/gpu_model_test" --gtest_color=no
+  step gpu_micro_batch_test 60 "$B/gpu_micro_batch_test" --gtest_color=no
   step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,4096 --variants \
     direct-mma,few-tokens-stream-order,few-tokens,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto \
     --tsv "$OUT/expert_bench.tsv"
@@ -183,8 +185,8 @@ if [[ $mode == profile ]]; then
   exit 0
 fi
 
-for t in cuda_ops_test cuda_blend_test cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_fixture_test \
-    gpu_device_flag_test; do
+for t in cuda_ops_test cuda_blend_test cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_micro_batch_test \
+    gpu_fixture_test gpu_device_flag_test; do
   step "$t" 120 "$B/$t" --gtest_color=no
 done
 step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no

@@ -56,11 +56,15 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelConfig& co
       options.page_tokens <= 0 || options.max_logit_rows <= 0) {
     return absl::InvalidArgumentError("GpuModelOptions: sizes must be positive");
   }
+  if (options.micro_batches != 1 && options.micro_batches != 2) {
+    return absl::InvalidArgumentError("GpuModelOptions: micro_batches must be 1 or 2");
+  }
   EXPERTMESH_RETURN_IF_ERROR(cuda::CheckDeviceAvailable());
   EXPERTMESH_RETURN_IF_ERROR(cuda::PrepareDecodeLinearKernels());  // before any graph capture
   std::unique_ptr<GpuModel> model(new GpuModel(config, options, routed_experts));
   model->device_ = cuda::CurrentDevice();
   model->cuda_experts_ = dynamic_cast<CudaRoutedExperts*>(routed_experts);
+  model->has_moe_layers_ = has_moe;
   EXPERTMESH_RETURN_IF_ERROR(model->Initialize(weights));
   return model;
 }
@@ -228,9 +232,11 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
   expert_deadline_ = step_options.expert_deadline;
   // Experts other than the model's own take the host path (the model's may live on the device).
   step_experts_ = step_options.routed_experts != routed_experts_ ? step_options.routed_experts : nullptr;
+  step_micro_batches_ = step_options.micro_batches;
   absl::StatusOr<std::vector<Tensor>> logits = Step(inputs, step_options.observer);
   expert_deadline_ = std::chrono::steady_clock::time_point::max();
   step_experts_ = nullptr;
+  step_micro_batches_ = 0;
   return logits;
 }
 
@@ -238,6 +244,10 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
                                                    const RoutingObserver* observer) {
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(ValidateInputs(inputs));
+  const int64_t micro_batches = step_micro_batches_ > 0 ? step_micro_batches_ : options_.micro_batches;
+  if (micro_batches != 1 && micro_batches != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("micro_batches must be 1 or 2 (got ", micro_batches, ")"));
+  }
   std::vector<int32_t> ids, positions, owners, logit_rows;
   std::vector<Tensor> logits;
   step_sequences_.clear();
@@ -282,7 +292,16 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
     status = CudaStatus(cudaMemcpyAsync(buffer->data(), values->data(), values->size() * 4, cudaMemcpyHostToDevice,
                                         stream), "step input upload");
   }
-  if (status.ok()) status = RunLayers(tokens, /*capturable=*/false, observer);
+  // Two micro-batches only pay off (and are only taken) when the routed experts are a host round
+  // trip; a routing observer sees whole steps.
+  const bool host_experts = has_moe_layers_ && (cuda_experts_ == nullptr || step_experts_ != nullptr);
+  if (status.ok() && micro_batches == 2 && host_experts && !(observer != nullptr && *observer) &&
+      step_sequences_.size() >= 2) {
+    std::vector<MicroBatch> batches = SplitMicroBatches(2);
+    status = RunMicroBatches(tokens, batches);
+  } else if (status.ok()) {
+    status = RunLayers(tokens, /*capturable=*/false, observer);
+  }
   // LM head over the requested rows, in chunks of max_logit_rows.
   std::vector<float> chunk;
   size_t output = 0;

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <span>
 #include <vector>
@@ -53,6 +54,8 @@ struct GpuModelOptions {
   // Decode attention of few sequences splits the cached positions over blocks (flash-decoding
   // partials and a combine kernel); false: one block per sequence and head group.
   bool split_decode_attention = true;
+  // 1 or 2: see Step(inputs, step_options).
+  int64_t micro_batches = 1;
 };
 
 struct GpuSequenceInput {
@@ -87,7 +90,10 @@ class GpuModel {
   // The same with StepOptions: its observer, its routed experts (this step's instead of the
   // model's, e.g. the fan-out pinned to the step's weight set; always reached from the host), and
   // its expert deadline handed to a host-side RoutedExperts (remote shards fail past it).
-  // micro_batches is ignored: a GPU step is one batch.
+  // micro_batches (0: GpuModelOptions::micro_batches) of 2 splits a step of several sequences whose
+  // routed experts are reached from the host (the attention tier's fan-out) into two interleaved
+  // micro-batches, as DeepseekModel does; with the experts on this GPU, or an observer, a step is
+  // one batch. Same results either way.
   absl::StatusOr<std::vector<Tensor>> Step(std::span<const GpuSequenceInput> inputs, const StepOptions& step_options);
 
   // Greedy decoding of `steps` tokens for each sequence, whose next input is next_tokens[b]
@@ -131,15 +137,50 @@ class GpuModel {
   // Runs the layers over the `tokens` tokens already described on the device (ids, positions,
   // sequences); leaves the final residual stream in buffers' residual.
   absl::Status RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer);
-  absl::Status Attention(int64_t layer, int64_t tokens);
+  // Attention of the `tokens` rows from step row `first_row` (`sequences`: theirs, first_row
+  // relative to the step); reads normed and writes attention_out from row 0.
+  absl::Status Attention(int64_t layer, int64_t first_row, int64_t tokens, std::span<const StepSequence> sequences);
   // Naive attention of one sequence: context rows go straight into heads_out.
   absl::Status NaiveAttention(const DeviceLayer& w, const cuda::PagedCacheView& cache, const StepSequence& sequence);
   absl::Status Mlp(int64_t layer, int64_t tokens, bool capturable, const RoutingObserver* observer);
+  // Router logits and the gate's choice (expert_ids, expert_weights) for normed's `tokens` rows.
+  absl::Status Gate(int64_t layer, int64_t tokens);
   // The routed experts through a host-side RoutedExperts (remote shards): activations, ids and
   // gate weights to pinned host memory, ComputeAsync, the shared experts on the GPU meanwhile,
   // then the experts' sum back and added to mlp_out.
-  absl::Status HostExperts(int64_t layer, int64_t tokens, const DeviceLayer& w);
+  absl::Status HostExperts(int64_t layer, int64_t tokens);
+  // Its two halves for the `tokens` rows from step row `first_row` of a step of `step_tokens`:
+  // Start downloads normed and the routing (one stream synchronisation), starts ComputeAsync and
+  // queues the shared experts into those rows of mlp_out; Finish waits for the experts (always
+  // call it for a started round trip), uploads their sum and adds it to mlp_out.
+  absl::StatusOr<std::future<absl::Status>> StartHostExperts(int64_t layer, int64_t step_tokens, int64_t first_row,
+                                                             int64_t tokens);
+  absl::Status FinishHostExperts(int64_t layer, std::future<absl::Status>& routed, int64_t step_tokens,
+                                 int64_t first_row, int64_t tokens);
   absl::Status EnsureHostStaging(int64_t tokens);
+  // Pinned staging of a step of `step_tokens` (x and out [t, hidden], ids and weights [t, top_k]),
+  // each at row `first_row`.
+  struct HostRows {
+    float* x;
+    float* out;
+    int32_t* ids;
+    float* weights;
+  };
+  HostRows StagingRows(int64_t step_tokens, int64_t first_row) const;
+  // Micro-batches (StepOptions::micro_batches = 2, host-side experts): the step's sequences in two
+  // halves of about equal token counts whose layers interleave, so one half's expert round trip
+  // overlaps the other's attention. residual and mlp_out hold each half's own rows; the other
+  // buffers are scratch reused by whichever half runs (one stream orders them).
+  struct MicroBatch {
+    int64_t first_row = 0, tokens = 0;
+    std::vector<StepSequence> sequences;
+    int64_t moe_layer = -1;  // the layer whose routed experts are in flight, -1: none
+    std::future<absl::Status> routed;
+  };
+  std::vector<MicroBatch> SplitMicroBatches(int64_t parts) const;
+  absl::Status RunMicroBatches(int64_t tokens, std::vector<MicroBatch>& batches);
+  absl::Status BeginMicroBatchLayer(int64_t layer, MicroBatch& batch, int64_t step_tokens);
+  absl::Status FinishMicroBatchMoe(MicroBatch& batch, int64_t step_tokens);
   absl::Status SwiGlu(const DeviceMlp& mlp, const float* x, int64_t tokens, float* out, bool accumulate);
   // y[rows, W.rows] = x[rows, W.cols] * W^T (+ y); converts x to W's element type when needed.
   absl::Status Linear(const float* x, int64_t rows, const DeviceMatrix& w, float* y, bool accumulate = false);
@@ -158,6 +199,7 @@ class GpuModel {
   GpuModelOptions options_;
   RoutedExperts* routed_experts_;
   CudaRoutedExperts* cuda_experts_ = nullptr;  // routed_experts_ when it lives on this GPU
+  bool has_moe_layers_ = false;
   GpuModelWeights weights_;
   std::unique_ptr<cuda::CublasContext> blas_;
   std::unique_ptr<Buffers> buffers_;
@@ -168,6 +210,7 @@ class GpuModel {
   size_t host_staging_bytes_ = 0;
   std::chrono::steady_clock::time_point expert_deadline_ = std::chrono::steady_clock::time_point::max();
   RoutedExperts* step_experts_ = nullptr;  // StepOptions::routed_experts of the step being run
+  int64_t step_micro_batches_ = 0;          // StepOptions::micro_batches of the step being run
   float softmax_scale_ = 1.0f;
   int64_t max_pages_per_sequence_ = 0;
   std::vector<Sequence> sequences_;

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <future>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -102,7 +101,7 @@ absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingO
     // residual += previous MLP output (none before the first layer); normed = input_layernorm.
     EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), layer == 0 ? nullptr : b.mlp_out.as<float>(), nullptr,
                                         w.input_layernorm.data.as<float>(), tokens, hidden, eps, b.normed.as<float>()));
-    EXPERTMESH_RETURN_IF_ERROR(Attention(layer, tokens));
+    EXPERTMESH_RETURN_IF_ERROR(Attention(layer, 0, tokens, step_sequences_));
     EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), b.attention_out.as<float>(), nullptr,
                                         w.post_attention_layernorm.data.as<float>(), tokens, hidden, eps,
                                         b.normed.as<float>()));
@@ -111,7 +110,8 @@ absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingO
   return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
 }
 
-absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
+absl::Status GpuModel::Attention(int64_t layer, int64_t first_row, int64_t tokens,
+                                 std::span<const StepSequence> sequences) {
   Buffers& b = *buffers_;  // normed was just written by NormRows (which keeps its bf16 copy)
   const DeviceLayer& w = weights_.layers[layer];
   const int64_t heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
@@ -128,8 +128,11 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
     EXPERTMESH_RETURN_IF_ERROR(Linear(b.q_latent_normed.as<float>(), tokens, w.q_b_proj, b.q.as<float>()));
   }
   const cuda::MlaDims dims{heads, nope, rope, rank};
-  const cuda::PagedCacheView cache{b.cache[layer].as<float>(), b.token_pos.as<int32_t>(), b.token_seq.as<int32_t>(),
-                                   b.block_table.as<int32_t>(), max_pages_per_sequence_, options_.page_tokens};
+  // The rows' positions and sequences start at first_row (a micro-batch's); every other buffer
+  // here is scratch holding just these rows from row 0.
+  const cuda::PagedCacheView cache{b.cache[layer].as<float>(), b.token_pos.as<int32_t>() + first_row,
+                                   b.token_seq.as<int32_t>() + first_row, b.block_table.as<int32_t>(),
+                                   max_pages_per_sequence_, options_.page_tokens};
   const bool interleaved = config_.model_type == "deepseek_v2" || config_.rope_interleave;
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMlaPrepare(b.q.as<float>(), b.kv.as<float>(), w.kv_a_layernorm.data.as<float>(),
                                                     kLatentNormEpsilon, b.cos.as<float>(), b.sin.as<float>(),
@@ -137,7 +140,10 @@ absl::Status GpuModel::Attention(int64_t layer, int64_t tokens) {
   const ElementType type = w.kv_b_proj.type;
   const size_t element = cuda::ElementBytes(type);
   if (naive_step_) {
-    for (const StepSequence& sequence : step_sequences_) EXPERTMESH_RETURN_IF_ERROR(NaiveAttention(w, cache, sequence));
+    for (StepSequence sequence : sequences) {
+      sequence.first_row -= first_row;
+      EXPERTMESH_RETURN_IF_ERROR(NaiveAttention(w, cache, sequence));
+    }
     return Linear(b.heads_out.as<float>(), tokens, w.o_proj, b.attention_out.as<float>());
   }
   // q_absorbed[t, h] = q_nope[t, h] * W_uk[h] ([nope, rank] rows of kv_b_proj): the query in latent space.
@@ -255,20 +261,7 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
   const DeviceLayer& w = weights_.layers[layer];
   if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false);
   const int64_t top_k = config_.num_experts_per_tok;
-  EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.gate, b.router_logits.as<float>()));
-  cuda::GateConfig gate;
-  gate.experts = config_.n_routed_experts;
-  gate.top_k = top_k;
-  gate.groups = config_.n_group;
-  gate.topk_group = config_.topk_group;
-  gate.method = config_.topk_method == TopKMethod::kGreedy ? 0 : config_.topk_method == TopKMethod::kGroupLimitedGreedy ? 1 : 2;
-  gate.sigmoid = config_.scoring_func == ScoringFunction::kSigmoid;
-  gate.normalize = config_.model_type != "deepseek_v2" && config_.norm_topk_prob;
-  gate.scaling = static_cast<float>(config_.routed_scaling_factor);
-  const float* bias = w.gate_bias.data.bytes() > 0 && w.gate_bias.rows * w.gate_bias.cols > 0 ? w.gate_bias.data.as<float>()
-                                                                                             : nullptr;
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchMoeGate(b.router_logits.as<float>(), bias, gate, tokens,
-                                                 b.expert_ids.as<int32_t>(), b.expert_weights.as<float>(), stream_));
+  EXPERTMESH_RETURN_IF_ERROR(Gate(layer, tokens));
   cudaStream_t stream = AsStream(stream_);
   if (observer != nullptr && *observer) {
     std::vector<int32_t> ids(tokens * top_k);
@@ -285,7 +278,7 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
       return absl::Status(status.code(), absl::StrCat("routed experts of layer ", layer, ": ", status.message()));
     }
   } else {
-    return HostExperts(layer, tokens, w);
+    return HostExperts(layer, tokens);
   }
   if (w.shared_experts) {
     EXPERTMESH_RETURN_IF_ERROR(SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), true));
@@ -293,68 +286,24 @@ absl::Status GpuModel::Mlp(int64_t layer, int64_t tokens, bool capturable, const
   return absl::OkStatus();
 }
 
-}  // namespace expertmesh
-
-namespace expertmesh {
-
-absl::Status GpuModel::EnsureHostStaging(int64_t tokens) {
-  const int64_t hidden = config_.hidden_size, top_k = config_.num_experts_per_tok;
-  const size_t bytes = static_cast<size_t>(tokens) * (2 * hidden + 2 * top_k) * 4;
-  if (host_staging_bytes_ >= bytes) return absl::OkStatus();
-  if (host_staging_ != nullptr) cudaFreeHost(host_staging_);
-  host_staging_ = nullptr;
-  host_staging_bytes_ = 0;
-  const size_t capacity = std::max<size_t>(bytes, static_cast<size_t>(options_.max_step_tokens) * (2 * hidden + 2 * top_k) * 4);
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaHostAlloc(&host_staging_, capacity, cudaHostAllocDefault), "cudaHostAlloc"));
-  host_staging_bytes_ = capacity;
-  return absl::OkStatus();
-}
-
-absl::Status GpuModel::HostExperts(int64_t layer, int64_t tokens, const DeviceLayer& w) {
+absl::Status GpuModel::Gate(int64_t layer, int64_t tokens) {
   Buffers& b = *buffers_;
-  const int64_t hidden = config_.hidden_size, top_k = config_.num_experts_per_tok;
-  cudaStream_t stream = AsStream(stream_);
-  EXPERTMESH_RETURN_IF_ERROR(EnsureHostStaging(tokens));
-  auto* x = static_cast<float*>(host_staging_);
-  float* out = x + tokens * hidden;
-  auto* ids = reinterpret_cast<int32_t*>(out + tokens * hidden);
-  auto* weights = reinterpret_cast<float*>(ids + tokens * top_k);
-  // One synchronisation: the copies are queued behind the gate on the model's stream. It also
-  // orders the reuse of `out`, whose upload by the previous MoE layer was queued before.
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(x, b.normed.data(), tokens * hidden * 4, cudaMemcpyDeviceToHost,
-                                                        stream), "activations download"));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ids, b.expert_ids.data(), tokens * top_k * 4,
-                                                        cudaMemcpyDeviceToHost, stream), "routing download"));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(weights, b.expert_weights.data(), tokens * top_k * 4,
-                                                        cudaMemcpyDeviceToHost, stream), "gate weights download"));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "routing"));
-  std::memset(out, 0, tokens * hidden * 4);
-  RoutedExpertBatch batch;
-  batch.layer = layer;
-  batch.num_tokens = tokens;
-  batch.hidden_size = hidden;
-  batch.top_k = top_k;
-  batch.activations = std::span<const float>(x, tokens * hidden);
-  batch.expert_ids = std::span<const int32_t>(ids, tokens * top_k);
-  batch.gate_weights = std::span<const float>(weights, tokens * top_k);
-  batch.deadline = expert_deadline_;
-  // Allocated at start unless the model's experts live on the device (a step's override then
-  // takes this host path).
-  EXPERTMESH_RETURN_IF_ERROR(b.routed_out.GrowTo(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
-  RoutedExperts* experts = step_experts_ != nullptr ? step_experts_ : routed_experts_;
-  std::future<absl::Status> routed = experts->ComputeAsync(batch, std::span<float>(out, tokens * hidden));
-  // Meanwhile the shared experts (or zeros) fill mlp_out on the GPU.
-  absl::Status shared = w.shared_experts
-                            ? SwiGlu(*w.shared_experts, b.normed.as<float>(), tokens, b.mlp_out.as<float>(), false)
-                            : CudaStatus(cudaMemsetAsync(b.mlp_out.data(), 0, tokens * hidden * 4, stream), "cudaMemsetAsync");
-  const absl::Status computed = routed.get();  // always waited on: `out` is written until then
-  if (!computed.ok()) {
-    return absl::Status(computed.code(), absl::StrCat("routed experts of layer ", layer, ": ", computed.message()));
-  }
-  EXPERTMESH_RETURN_IF_ERROR(shared);
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(b.routed_out.data(), out, tokens * hidden * 4,
-                                                        cudaMemcpyHostToDevice, stream), "expert output upload"));
-  return cuda::LaunchAddInPlace(b.mlp_out.as<float>(), b.routed_out.as<float>(), tokens * hidden, stream_);
+  const DeviceLayer& w = weights_.layers[layer];
+  const int64_t top_k = config_.num_experts_per_tok;
+  EXPERTMESH_RETURN_IF_ERROR(Linear(b.normed.as<float>(), tokens, w.gate, b.router_logits.as<float>()));
+  cuda::GateConfig gate;
+  gate.experts = config_.n_routed_experts;
+  gate.top_k = top_k;
+  gate.groups = config_.n_group;
+  gate.topk_group = config_.topk_group;
+  gate.method = config_.topk_method == TopKMethod::kGreedy ? 0 : config_.topk_method == TopKMethod::kGroupLimitedGreedy ? 1 : 2;
+  gate.sigmoid = config_.scoring_func == ScoringFunction::kSigmoid;
+  gate.normalize = config_.model_type != "deepseek_v2" && config_.norm_topk_prob;
+  gate.scaling = static_cast<float>(config_.routed_scaling_factor);
+  const float* bias = w.gate_bias.data.bytes() > 0 && w.gate_bias.rows * w.gate_bias.cols > 0 ? w.gate_bias.data.as<float>()
+                                                                                             : nullptr;
+  return cuda::LaunchMoeGate(b.router_logits.as<float>(), bias, gate, tokens, b.expert_ids.as<int32_t>(),
+                             b.expert_weights.as<float>(), stream_);
 }
 
 }  // namespace expertmesh

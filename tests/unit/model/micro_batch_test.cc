@@ -9,31 +9,12 @@
 #include "gtest/gtest.h"
 #include "engine/model/deepseek_model.h"
 #include "tests/unit/model/model_test_util.h"
+#include "tests/unit/model/threaded_experts.h"
 
 namespace expertmesh {
 namespace {
 
-// Runs the wrapped experts on a separate thread (a stand-in for a remote round trip), and can be
-// told to fail at one layer.
-class ThreadedExperts : public RoutedExperts {
- public:
-  explicit ThreadedExperts(RoutedExperts* inner) : inner_(inner) {}
-  absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override {
-    return ComputeAsync(batch, output).get();
-  }
-  std::future<absl::Status> ComputeAsync(const RoutedExpertBatch& batch, std::span<float> output) override {
-    ++async_calls;
-    return std::async(std::launch::async, [this, batch, output] {
-      if (batch.layer == fail_layer) return absl::UnavailableError("shard down");
-      return inner_->Compute(batch, output);
-    });
-  }
-  std::atomic<int> async_calls{0};
-  int64_t fail_layer = -1;
-
- private:
-  RoutedExperts* inner_;
-};
+using testing::ThreadedExperts;
 
 struct ThreadedModel {
   ModelConfig config = testing::TinyV3Config();

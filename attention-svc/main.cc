@@ -193,7 +193,9 @@ int Run() {
   scheduler_options.max_running_sequences = absl::GetFlag(FLAGS_max_running_sequences);
   scheduler_options.max_waiting_sequences = absl::GetFlag(FLAGS_max_waiting_sequences);
   scheduler_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
-  scheduler_options.micro_batches = micro_batches;
+  // The GPU model's micro-batches await their first run on a GPU (tests/gpu/gpu_micro_batch_test);
+  // until then the GPU steps one batch, as the start-up message says.
+  scheduler_options.micro_batches = device->is_cuda ? 1 : micro_batches;
   scheduler_options.step_timeout = fanout_options.layer_timeout;
   scheduler_options.metrics = &serving_metrics;
   std::unique_ptr<BatchScheduler> scheduler_owner =

@@ -180,6 +180,10 @@ absl::Status GpuModel::BeginMicroBatchLayer(int64_t layer, MicroBatch& batch, in
 absl::Status GpuModel::RunMicroBatches(int64_t tokens, std::vector<MicroBatch>& batches) {
   Buffers& b = *buffers_;
   const int64_t hidden = config_.hidden_size;
+  // Staging and the upload buffer are sized before any round trip is in flight (StartHostExperts
+  // then never reallocates them under the other micro-batch).
+  EXPERTMESH_RETURN_IF_ERROR(EnsureHostStaging(tokens));
+  EXPERTMESH_RETURN_IF_ERROR(b.routed_out.GrowTo(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(),
                                                        weights_.embed_tokens.type == cuda::ElementType::kBF16,
                                                        b.token_ids.as<int32_t>(), tokens, hidden,

@@ -86,10 +86,6 @@ int Run() {
     }
 #endif
     if (absl::GetFlag(FLAGS_gpu_max_sequence_length) < 2) return Fail("--gpu-max-sequence-length must be >= 2");
-    if (micro_batches != 1) {
-      std::fprintf(stderr, "attention-svc: --micro-batches=%d is ignored on the GPU (one batch per step)\n",
-                   micro_batches);
-    }
   }
   // Metrics first, so a wrong --metrics-listen fails at once and weight loading is observable.
   metrics::ServiceMetrics metrics("attention");
@@ -193,9 +189,7 @@ int Run() {
   scheduler_options.max_running_sequences = absl::GetFlag(FLAGS_max_running_sequences);
   scheduler_options.max_waiting_sequences = absl::GetFlag(FLAGS_max_waiting_sequences);
   scheduler_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
-  // The GPU model's micro-batches await their first run on a GPU (tests/gpu/gpu_micro_batch_test);
-  // until then the GPU steps one batch, as the start-up message says.
-  scheduler_options.micro_batches = device->is_cuda ? 1 : micro_batches;
+  scheduler_options.micro_batches = micro_batches;
   scheduler_options.step_timeout = fanout_options.layer_timeout;
   scheduler_options.metrics = &serving_metrics;
   std::unique_ptr<BatchScheduler> scheduler_owner =

@@ -40,6 +40,8 @@ ABSL_FLAG(std::string, sequences, "1,16,64,128", "concurrent sequences");
 ABSL_FLAG(int, gpus, 0,
           "GPUs to use (0: every visible one). 1: attention-svc and two shards share cuda:0; N >= 2: attention-svc "
           "and the monolithic model on cuda:0, one expert shard on each of cuda:1..N-1");
+ABSL_FLAG(int, micro_batches, 1, "attention-svc --micro-batches (2: one half's expert round trip overlaps the other's "
+          "attention)");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt tokens per sequence");
 ABSL_FLAG(int, decode_tokens, 16, "tokens generated per sequence");
 ABSL_FLAG(int, rounds, 2, "alternating rounds (best kept)");
@@ -234,7 +236,8 @@ int Run(const char* argv0) {
   cluster_options.attention_flags = {"--device=cuda:0", "--gpu-max-sequence-length=256",
                                      absl::StrCat("--max-running-sequences=", largest_batch),
                                      absl::StrCat("--max-prefill-tokens-per-step=", largest_batch * prompt_tokens),
-                                     absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)};
+                                     absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port),
+                                     absl::StrCat("--micro-batches=", absl::GetFlag(FLAGS_micro_batches))};
   std::fprintf(stderr, "bench: starting %s\n", placement.c_str());
   auto cluster = testing::ServiceCluster::Start(cluster_options);
   if (!cluster.ok()) return std::fprintf(stderr, "bench: %s\n", std::string(cluster.status().message()).c_str()), 1;
@@ -267,7 +270,8 @@ int Run(const char* argv0) {
   std::string table = absl::StrCat(
       "### Services on GPUs (", devices, "): ", placement, " (bf16), loopback gRPC with f32 activations, vs the "
       "monolithic GPU model on cuda:0 in one process; ", prompt_tokens, "-token prompts, ", decode_tokens,
-      " new tokens each, best of ", absl::GetFlag(FLAGS_rounds), " alternating rounds; fan-out = attention-svc's "
+      " new tokens each, attention-svc --micro-batches=", absl::GetFlag(FLAGS_micro_batches), ", best of ",
+      absl::GetFlag(FLAGS_rounds), " alternating rounds; fan-out = attention-svc's "
       "time for one MoE layer's replies from every shard, from its histogram (interpolated inside buckets)\n\n"
       "| sequences | monolithic GPU tok/s | GPU services tok/s | services / monolithic | fan-out p50 ms | "
       "fan-out p99 ms |\n|---:|---:|---:|---:|---:|---:|\n");

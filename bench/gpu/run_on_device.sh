@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -91,6 +91,21 @@ if [[ $mode == distributed ]]; then
     --sequences=1,16,64,128 --markdown="$OUT/services_bench.md"
   cat "$OUT/services_bench.md" >>"$SUMMARY" 2>/dev/null
   log "done (distributed) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == followup ]]; then  # after a fix: the W8A8 and expert tests, float32 services, speeds
+  step cuda_fp8_products_test 60 "$B/cuda_fp8_products_test" --gtest_color=no
+  grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
+  step cuda_experts_test 120 "$B/cuda_experts_test" --gtest_color=no
+  step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no --gtest_filter=*Float32*
+  step expert_bench 100 "$B/gpu_expert_bench" --no-blend --tokens 1,4,16,4096 --variants \
+    direct-mma,few-tokens,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
+  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  step services_bench 90 "$B/gpu_services_bench" --bin-dir="$BUNDLE" --work-dir=/tmp/services-bench \
+    --sequences=1,16,64 --rounds=1 --micro-batches=2 --markdown="$OUT/services_bench.md"
+  cat "$OUT/services_bench.md" >>"$SUMMARY" 2>/dev/null
+  log "done (followup) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

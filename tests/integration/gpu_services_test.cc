@@ -3,7 +3,8 @@
 // in front. Checked against the in-process CPU engine (an independent implementation):
 //  1. float32 on the card (--gpu-expert-format=f32, --gpu-precision=f32), V3 / V2-Lite / FP8
 //     fixtures, 2 shards: the same tokens (greedy and seeded sampling) and logits within 1e-4
-//     relative (float32 sums in another order; the in-process GPU model is within ~1e-6).
+//     relative (float32 sums in another order; the in-process GPU model is within ~1e-6); the same
+//     with --micro-batches=2 and concurrent requests (steps split in two interleaved halves).
 //  2. bf16 serving (models/prose, bf16 weights and experts on the card): logits close to the CPU
 //     engine's while the greedy paths agree — median relative difference <= 1e-2 and at most 15%
 //     of positions above 3e-2 (bf16 rounding can flip a near-tied expert choice, which moves that
@@ -13,6 +14,7 @@
 // (gpu_device_flag_test checks the --device errors on machines and builds without a GPU.)
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -75,6 +77,43 @@ TEST_F(GpuServicesTest, Float32OnTheGpuEqualsTheCpuEngine) {
                 "difference %.3g; shard 0 holds %.2f MB on %s\n",
                 fixture.c_str(), worst, description.resident_weight_bytes() / 1e6, description.backend().c_str());
   }
+}
+
+// attention-svc --micro-batches=2 on the GPU with every request at once (so steps hold several
+// sequences and split): the same tokens and logits as the CPU engine, as in test 1.
+TEST_F(GpuServicesTest, Float32MicroBatchesOnTheGpuEqualTheCpuEngine) {
+  const std::string fixture = "v3_tiny";
+  absl::StatusOr<const ReferenceModel*> loaded = SharedReferenceModel(SourcePath("tests/fixtures/" + fixture));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ClusterOptions options;
+  options.model_directory = SourcePath("tests/fixtures/" + fixture);
+  options.num_shards = 2;
+  options.expert_flags = {"--device=cuda:0", "--gpu-expert-format=f32"};
+  options.attention_flags = {"--device=cuda:0", "--gpu-precision=f32", "--micro-batches=2"};
+  auto cluster = ServiceCluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const std::vector<v1::SequenceRequest> requests = EquivalenceRequests((*loaded)->config().vocab_size);
+  std::vector<GenerationOutput> outputs(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] { outputs[i] = RunGenerate((*cluster)->stub(), requests[i]); });
+  }
+  for (std::thread& client : clients) client.join();
+  double worst = 0.0;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    auto expected = (*loaded)->Generate(requests[r]);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    ASSERT_TRUE(outputs[r].status.ok()) << outputs[r].status.error_message();
+    EXPECT_EQ(outputs[r].tokens, expected->tokens) << "request " << r;
+    ASSERT_EQ(outputs[r].logits.size(), expected->logits.size());
+    for (size_t i = 0; i < outputs[r].logits.size(); ++i) {
+      const double difference = MaxRelativeDifference(outputs[r].logits[i], expected->logits[i]);
+      worst = std::max(worst, difference);
+      EXPECT_LE(difference, 1e-4) << "request " << r << " token " << i;
+    }
+  }
+  std::printf("[gpu-services] %s float32, --micro-batches=2, %zu concurrent requests: tokens equal, max relative "
+              "logit difference %.3g\n", fixture.c_str(), requests.size(), worst);
 }
 
 TEST_F(GpuServicesTest, Bf16ServingThroughTheRouterMatchesTheCpuEngine) {

@@ -34,8 +34,8 @@ absl::Status CudaRoutedExperts::Fp8ProductsAvailableLocked() {
     return absl::FailedPreconditionError("W8A8 expert products need FP8 experts");
   }
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
-  EXPERTMESH_RETURN_IF_ERROR(Fp8BlockGemm::CheckShape(Fp8BlockGemm::kRowMultiple, hidden, 2 * intermediate));
-  EXPERTMESH_RETURN_IF_ERROR(Fp8BlockGemm::CheckShape(Fp8BlockGemm::kRowMultiple, intermediate, hidden));
+  EXPERTMESH_RETURN_IF_ERROR(Fp8BlockGemm::CheckFeatures(hidden, 2 * intermediate));
+  EXPERTMESH_RETURN_IF_ERROR(Fp8BlockGemm::CheckFeatures(intermediate, hidden));
   if (fp8_gemm_ == nullptr && absl::IsUnknown(fp8_gemm_status_)) {
     auto gemm = Fp8BlockGemm::Create();
     fp8_gemm_status_ = gemm.status();
@@ -58,8 +58,8 @@ absl::Status CudaRoutedExperts::RunCublasFp8(const LayerStorage& layer, const De
   for (int64_t e = 0; e < num_local; ++e) {
     const int32_t count = offsets[e + 1] - offsets[e];
     if (count == 0) continue;
-    const int32_t rows = static_cast<int32_t>((count + Fp8BlockGemm::kRowMultiple - 1) / Fp8BlockGemm::kRowMultiple *
-                                              Fp8BlockGemm::kRowMultiple);
+    const int64_t multiple = fp8_gemm_->row_multiple();
+    const auto rows = static_cast<int32_t>((count + multiple - 1) / multiple * multiple);
     const int32_t index = static_cast<int32_t>(with_rows.size());
     padded_base[e] = padded.back();
     for (int32_t r = 0; r < rows; ++r) table.push_back({r < count ? offsets[e] + r : -1, index});

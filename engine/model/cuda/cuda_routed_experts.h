@@ -57,9 +57,11 @@ struct CudaExpertOptions {
   // 33% / 44%), the batch 62-78% / 66-87% from 4 to 256 tokens (the kernels 56-62% / 53-66%).
   int64_t max_tokens_for_direct_kernels = 1;
   // kAuto and CUDA graphs, bf16 and FP8 experts: the few-token kernels for batches of at most this
-  // many tokens (0 = never; at most cuda::kFewTokenMaxTokens). Off until they have been run on a
-  // GPU (no GPU machine could be had in the session that wrote them; bench/RESULTS.md).
-  int64_t few_token_max_tokens = 0;
+  // many tokens (0 = never; at most cuda::kFewTokenMaxTokens). Measured on an H100
+  // (bench/RESULTS.md, run 6): V3 bf16 71/67/85% of copy bandwidth at 1/2/4 tokens (tensor-core
+  // kernels 46/48/66%), V3 FP8 61/55/77% (31/34/50%), V2-Lite 67/71/63% (44/54/57%; a tie with
+  // the tensor-core kernels at 4 tokens).
+  int64_t few_token_max_tokens = 4;
   // Few-token kernels: the down kernel is a programmatic dependent launch (starts while gate/up
   // finishes). false: plain stream order, kept for side-by-side benchmarks.
   bool programmatic_launch = true;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -52,11 +53,17 @@ absl::StatusOr<std::unique_ptr<Fp8BlockGemm>> Fp8BlockGemm::Create() {
   for (DeviceBuffer& workspace : gemm->workspace_) {
     EXPERTMESH_ASSIGN_OR_RETURN(workspace, DeviceBuffer::Allocate(kWorkspaceBytes));
   }
-  const absl::Status known = gemm->CheckKnownProduct();
-  if (!known.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("cuBLASLt block-scaled FP8 products unusable: ", known.message()));
+  // The smallest row multiple with an algorithm; a wrong answer ends the search (the layout, not
+  // the size, is then at fault).
+  std::string tried;
+  for (int64_t rows : {16, 32, 64}) {
+    gemm->row_multiple_ = rows;
+    const absl::Status known = gemm->CheckKnownProduct(rows);
+    if (known.ok()) return gemm;
+    absl::StrAppend(&tried, tried.empty() ? "" : "; ", known.message());
+    if (!absl::IsFailedPrecondition(known)) break;
   }
-  return gemm;
+  return absl::FailedPreconditionError(absl::StrCat("cuBLASLt block-scaled FP8 products unusable: ", tried));
 }
 
 Fp8BlockGemm::~Fp8BlockGemm() {
@@ -64,18 +71,26 @@ Fp8BlockGemm::~Fp8BlockGemm() {
   if (handle_ != nullptr) cublasLtDestroy(Handle(handle_));
 }
 
-absl::Status Fp8BlockGemm::CheckShape(int64_t rows, int64_t in_features, int64_t out_features) {
-  if (rows <= 0 || rows % kRowMultiple != 0 || in_features <= 0 || in_features % kFeatureMultiple != 0 ||
-      out_features <= 0 || out_features % kFeatureMultiple != 0 || rows >= (int64_t(1) << 31) ||
-      in_features >= (int64_t(1) << 31) || out_features >= (int64_t(1) << 31)) {
-    return absl::FailedPreconditionError(absl::StrCat("block-scaled FP8 product ", rows, " x ", in_features, " -> ",
-                                                      out_features, ": rows must be a multiple of ", kRowMultiple,
-                                                      ", features of ", kFeatureMultiple));
+absl::Status Fp8BlockGemm::CheckFeatures(int64_t in_features, int64_t out_features) {
+  if (in_features <= 0 || in_features % kFeatureMultiple != 0 || out_features <= 0 ||
+      out_features % kFeatureMultiple != 0 || in_features >= (int64_t(1) << 31) || out_features >= (int64_t(1) << 31)) {
+    return absl::FailedPreconditionError(absl::StrCat("block-scaled FP8 product ", in_features, " -> ", out_features,
+                                                      ": feature sizes must be multiples of ", kFeatureMultiple));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Fp8BlockGemm::Plan*> Fp8BlockGemm::PlanFor(int64_t rows, int64_t in_features, int64_t out_features) {
+absl::Status Fp8BlockGemm::CheckShape(int64_t rows, int64_t in_features, int64_t out_features) const {
+  EXPERTMESH_RETURN_IF_ERROR(CheckFeatures(in_features, out_features));
+  if (rows <= 0 || row_multiple_ <= 0 || rows % row_multiple_ != 0 || rows >= (int64_t(1) << 31)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("block-scaled FP8 product of ", rows, " rows: rows must be a multiple of ", row_multiple_));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Fp8BlockGemm::Plan*> Fp8BlockGemm::PlanFor(int64_t rows, int64_t in_features, int64_t out_features,
+                                                          const float* w_scale, const float* a_scale) {
   auto& slot = plans_[{rows, in_features, out_features}];
   if (slot != nullptr) return slot.get();
   auto plan = std::make_unique<Plan>();
@@ -94,6 +109,10 @@ absl::StatusOr<Fp8BlockGemm::Plan*> Fp8BlockGemm::PlanFor(int64_t rows, int64_t 
   EXPERTMESH_RETURN_IF_ERROR(LtStatus(
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vector, sizeof(vector)),
       "B_SCALE_MODE"));
+  EXPERTMESH_RETURN_IF_ERROR(LtStatus(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                                     &w_scale, sizeof(w_scale)), "A_SCALE_POINTER"));
+  EXPERTMESH_RETURN_IF_ERROR(LtStatus(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                                     &a_scale, sizeof(a_scale)), "B_SCALE_POINTER"));
   EXPERTMESH_RETURN_IF_ERROR(LtStatus(
       cublasLtMatrixLayoutCreate(&plan->weights, CUDA_R_8F_E4M3, in_features, out_features, in_features),
       "weights layout"));
@@ -129,7 +148,7 @@ absl::Status Fp8BlockGemm::Multiply(const uint8_t* a, const float* a_scale, int6
   EXPERTMESH_RETURN_IF_ERROR(CheckShape(rows, in_features, out_features));
   if (lane < 0 || lane >= kLanes) return absl::InvalidArgumentError("Fp8BlockGemm: bad lane");
   std::lock_guard<std::mutex> lock(mutex_);  // the plan's scale pointers are set per call
-  EXPERTMESH_ASSIGN_OR_RETURN(Plan* plan, PlanFor(rows, in_features, out_features));
+  EXPERTMESH_ASSIGN_OR_RETURN(Plan* plan, PlanFor(rows, in_features, out_features, w_scale, a_scale));
   EXPERTMESH_RETURN_IF_ERROR(LtStatus(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
                                                                      &w_scale, sizeof(w_scale)), "A_SCALE_POINTER"));
   EXPERTMESH_RETURN_IF_ERROR(LtStatus(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
@@ -141,10 +160,10 @@ absl::Status Fp8BlockGemm::Multiply(const uint8_t* a, const float* a_scale, int6
                   "cublasLtMatmul (block-scaled FP8)");
 }
 
-// A 16 x 1024 -> 512 product (8 x 4 scale blocks, each scale different) against a float64 host
+// A rows x 1024 -> 512 product (8 x 4 scale blocks, each scale different) against a float64 host
 // reference: catches a cuBLASLt that runs but reads the scales in another order.
-absl::Status Fp8BlockGemm::CheckKnownProduct() {
-  constexpr int64_t rows = kRowMultiple, in = 2 * kFeatureMultiple, out = kFeatureMultiple;
+absl::Status Fp8BlockGemm::CheckKnownProduct(int64_t rows) {
+  constexpr int64_t in = 2 * kFeatureMultiple, out = kFeatureMultiple;
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> exponent(4, 9), mantissa(0, 7), sign(0, 1);
   const auto random_code = [&] { return uint8_t(sign(rng) << 7 | exponent(rng) << 3 | mantissa(rng)); };

@@ -71,8 +71,9 @@ struct CudaExpertOptions {
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
   // kAuto with FP8 experts above max_rows_for_direct_kernels rows: kCublasFp8 (activations rounded
   // to FP8 too) where cuBLASLt passes its known-values check and the sizes allow; false: weights
-  // dequantized to bf16 (kCublasBatched), activations kept in bf16. Off until the path has been
-  // run on a GPU (as few_token_max_tokens).
+  // dequantized to bf16 (kCublasBatched), activations kept in bf16. Off: on an H100 (run 6,
+  // bench/RESULTS.md) cuBLASLt found no algorithm for the known-values check, so the path has not
+  // yet been shown right or fast.
   bool fp8_activations = false;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <thread>
 #include <vector>
@@ -275,10 +275,10 @@ int Run(const char* argv0) {
       "time for one MoE layer's replies from every shard, from its histogram (interpolated inside buckets)\n\n"
       "| sequences | monolithic GPU tok/s | GPU services tok/s | services / monolithic | fan-out p50 ms | "
       "fan-out p99 ms |\n|---:|---:|---:|---:|---:|---:|\n");
+  const auto milliseconds = [](double seconds) {
+    return seconds < 0 ? std::string("n/a") : absl::StrFormat("%.2f", seconds * 1e3);
+  };
   for (int sequences : batch_sizes) {
-    const auto milliseconds = [](double seconds) {
-      return seconds < 0 ? std::string("n/a") : absl::StrFormat("%.2f", seconds * 1e3);
-    };
     absl::StrAppendFormat(&table, "| %d | %.1f | %.1f | %.2f | %s | %s |\n", sequences, monolithic[sequences],
                           services[sequences], services[sequences] / monolithic[sequences],
                           milliseconds(fanout_p50[sequences]), milliseconds(fanout_p99[sequences]));

@@ -211,6 +211,10 @@ TEST_F(RouterGenerationTest, AdmissionQueueFullAndDeadlineWhileWaiting) {
   // The only running slot is taken: a waiter with a short deadline gives up in the queue.
   const RouterOutput late = client.Generate(TextRequest(kPrompt, 4), std::chrono::milliseconds(300));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << late.status.error_message();
+  // The router drops that waiter at its own check of the deadline (every 50 ms while waiting), which
+  // a loaded machine can run after the client has already seen the deadline pass; until then the
+  // single waiting place is still taken. Give it that time before the next two requests.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   // Two more requests: whichever arrives second finds the single waiting place taken and is
   // refused at once, while the other waits for the running request.
   auto first = std::async(std::launch::async, [&] { return client.Generate(TextRequest(kPrompt, 4)); });

@@ -297,7 +297,7 @@ absl::StatusOr<std::vector<Tensor>> GpuModel::Step(std::span<const GpuSequenceIn
   const bool host_experts = has_moe_layers_ && (cuda_experts_ == nullptr || step_experts_ != nullptr);
   if (status.ok() && micro_batches == 2 && host_experts && !(observer != nullptr && *observer) &&
       step_sequences_.size() >= 2) {
-    std::vector<MicroBatch> batches = SplitMicroBatches(2);
+    std::vector<MicroBatch> batches = SplitInTwoMicroBatches();
     status = RunMicroBatches(tokens, batches);
   } else if (status.ok()) {
     status = RunLayers(tokens, /*capturable=*/false, observer);

@@ -177,7 +177,8 @@ class GpuModel {
     int64_t moe_layer = -1;  // the layer whose routed experts are in flight, -1: none
     std::future<absl::Status> routed;
   };
-  std::vector<MicroBatch> SplitMicroBatches(int64_t parts) const;
+  // The step's sequences (two or more) in two halves.
+  std::vector<MicroBatch> SplitInTwoMicroBatches() const;
   absl::Status RunMicroBatches(int64_t tokens, std::vector<MicroBatch>& batches);
   absl::Status BeginMicroBatchLayer(int64_t layer, MicroBatch& batch, int64_t step_tokens);
   absl::Status FinishMicroBatchMoe(MicroBatch& batch, int64_t step_tokens);

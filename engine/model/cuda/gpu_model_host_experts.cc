@@ -116,15 +116,9 @@ absl::Status GpuModel::HostExperts(int64_t layer, int64_t tokens) {
   return FinishHostExperts(layer, *routed, tokens, 0, tokens);
 }
 
-std::vector<GpuModel::MicroBatch> GpuModel::SplitMicroBatches(int64_t parts) const {
+std::vector<GpuModel::MicroBatch> GpuModel::SplitInTwoMicroBatches() const {
   std::vector<MicroBatch> batches;
-  const auto count = static_cast<int64_t>(step_sequences_.size());
-  if (parts < 2 || count < 2) {
-    MicroBatch& whole = batches.emplace_back();
-    whole.sequences = step_sequences_;
-    for (const StepSequence& s : step_sequences_) whole.tokens += s.tokens;
-    return batches;
-  }
+  const auto count = static_cast<int64_t>(step_sequences_.size());  // at least 2 (Step checks)
   // Two halves of about equal token counts, cut between sequences (at least one on each side).
   int64_t total = 0;
   for (const StepSequence& s : step_sequences_) total += s.tokens;

@@ -34,7 +34,12 @@ absl::Status AdmissionQueue::Admit(std::chrono::steady_clock::time_point deadlin
   }
   const uint64_t id = next_waiter_++;
   waiters_.push_back(id);
-  auto leave = [&] { waiters_.erase(std::find(waiters_.begin(), waiters_.end(), id)); slot_freed_.notify_all(); };
+  WaitingChanged();
+  auto leave = [&] {
+    waiters_.erase(std::find(waiters_.begin(), waiters_.end(), id));
+    WaitingChanged();
+    slot_freed_.notify_all();
+  };
   while (!(running_ < max_running_ && waiters_.front() == id)) {
     const auto wake = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
     slot_freed_.wait_until(lock, wake);
@@ -48,10 +53,15 @@ absl::Status AdmissionQueue::Admit(std::chrono::steady_clock::time_point deadlin
     }
   }
   waiters_.pop_front();
+  WaitingChanged();
   ++running_;
   *ticket = Ticket(this);
   slot_freed_.notify_all();
   return absl::OkStatus();
+}
+
+void AdmissionQueue::WaitingChanged() const {
+  if (on_waiting_changed_) on_waiting_changed_(static_cast<int>(waiters_.size()));
 }
 
 void AdmissionQueue::Release() {

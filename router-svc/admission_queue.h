@@ -1,7 +1,8 @@
 // AdmissionQueue: bounds the work a router accepts. Up to `max_running` requests run at once;
 // up to `max_waiting` more wait in FIFO order; beyond that Admit() refuses at once with
 // RESOURCE_EXHAUSTED, so memory never grows without bound. A waiting request gives up at its
-// deadline (DEADLINE_EXCEEDED) or when cancelled.
+// deadline (DEADLINE_EXCEEDED) or when cancelled. An optional observer sees every change of the
+// number waiting (the router's expertmesh_requests_waiting gauge follows it exactly).
 #pragma once
 
 #include <chrono>
@@ -17,7 +18,10 @@ namespace expertmesh::router_service {
 
 class AdmissionQueue {
  public:
-  AdmissionQueue(int max_running, int max_waiting) : max_running_(max_running), max_waiting_(max_waiting) {}
+  // `on_waiting_changed(waiting)` runs under the queue's lock after each change of the number of
+  // waiting requests: it must be quick and must not call back into the queue.
+  AdmissionQueue(int max_running, int max_waiting, std::function<void(int)> on_waiting_changed = nullptr)
+      : max_running_(max_running), max_waiting_(max_waiting), on_waiting_changed_(std::move(on_waiting_changed)) {}
 
   // Releases its slot when destroyed.
   class Ticket {
@@ -43,9 +47,11 @@ class AdmissionQueue {
 
  private:
   void Release();
+  void WaitingChanged() const;  // under mutex_
 
   const int max_running_;
   const int max_waiting_;
+  const std::function<void(int)> on_waiting_changed_;
   mutable std::mutex mutex_;
   std::condition_variable slot_freed_;
   int running_ = 0;

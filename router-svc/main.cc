@@ -137,7 +137,6 @@ int Run() {
       if (auto* health = (*runner)->server()->GetHealthCheckService()) {
         health->SetServingStatus(kServiceName, pool->num_healthy() > 0);
       }
-      serving_metrics.SetWaitingRequests(service.admission().waiting());
       // expertmesh_ab_split_weight follows the catalog's split (set, changed or trimmed).
       if (std::map<std::string, double> split = (*blend_admin)->catalog().Snapshot().split; split != metered_split) {
         serving_metrics.SetAbSplit(std::vector<std::pair<std::string, double>>(split.begin(), split.end()));

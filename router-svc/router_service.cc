@@ -46,7 +46,11 @@ RouterServiceImpl::RouterServiceImpl(const Tokenizer& tokenizer, AttentionPool& 
       pool_(pool),
       blends_(blends),
       options_(options),
-      admission_(options.max_running, options.max_waiting) {}
+      admission_(options.max_running, options.max_waiting,
+                 options.metrics ? std::function<void(int)>([metrics = options.metrics](int waiting) {
+                   metrics->SetWaitingRequests(waiting);
+                 })
+                                 : nullptr) {}
 
 grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {

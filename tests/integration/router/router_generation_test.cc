@@ -3,11 +3,13 @@
 // concatenate to the decoded text, stop strings, bad inputs, admission limits, deadlines and
 // cancellation reaching attention-svc.
 #include <future>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/unit/metrics/exposition_test_util.h"
 #include "tests/integration/reference_generation.h"
 #include "tests/integration/router/router_client.h"
 #include "tests/integration/service_cluster.h"
@@ -37,9 +39,11 @@ class RouterGenerationTest : public ::testing::Test {
     reference_ = reference->release();
     Progress("reference model loaded");
     // Both routers start at once (each start waits for its health check).
+    small_router_metrics_port_ = PickFreePort();
     auto small = std::async(std::launch::async, [] {
       return StartRouter("router-svc-small", {cluster_->attention().address()},
-                         {"--max-running=1", "--max-waiting=1", "--max-tokens-limit=2000"});
+                         {"--max-running=1", "--max-waiting=1", "--max-tokens-limit=2000",
+                          "--metrics-listen=127.0.0.1:" + std::to_string(small_router_metrics_port_)});
     });
     auto router = StartRouter("router-svc", {cluster_->attention().address()}, {"--max-tokens-limit=2000"});
     auto small_router = small.get();
@@ -56,8 +60,12 @@ class RouterGenerationTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     Progress("tearing down");
-    if (router_) EXPECT_EQ(router_->Terminate(), 0) << "router-svc should drain and exit 0 on SIGTERM";
-    if (small_router_) EXPECT_EQ(small_router_->Terminate(), 0);
+    if (router_) {
+      EXPECT_EQ(router_->Terminate(), 0) << "router-svc should drain and exit 0 on SIGTERM";
+    }
+    if (small_router_) {
+      EXPECT_EQ(small_router_->Terminate(), 0);
+    }
     delete router_;
     delete small_router_;
     delete cluster_;
@@ -80,12 +88,22 @@ class RouterGenerationTest : public ::testing::Test {
     return static_cast<int>(description.running_sequences() + description.waiting_sequences());
   }
 
+  // expertmesh_requests_waiting from the small router's /metrics; nullopt when it cannot be read.
+  static std::optional<double> SmallRouterWaiting() {
+    auto response = metrics::testing::HttpGet(small_router_metrics_port_, "/metrics");
+    if (!response.ok() || response->status != 200) return std::nullopt;
+    auto exposition = metrics::testing::ParseExposition(response->body);
+    if (!exposition.ok()) return std::nullopt;
+    return exposition->Value("expertmesh_requests_waiting");
+  }
+
   static inline Tokenizer* tokenizer_ = nullptr;
   static inline ReferenceModel* reference_ = nullptr;
   static inline ServiceCluster* cluster_ = nullptr;
   static inline ServiceProcess* router_ = nullptr;
   // --max-running 1 --max-waiting 1, for the admission tests.
   static inline ServiceProcess* small_router_ = nullptr;
+  static inline int small_router_metrics_port_ = 0;
 };
 
 TEST_F(RouterGenerationTest, GreedyTextPromptMatchesTheInProcessEngine) {
@@ -211,10 +229,17 @@ TEST_F(RouterGenerationTest, AdmissionQueueFullAndDeadlineWhileWaiting) {
   // The only running slot is taken: a waiter with a short deadline gives up in the queue.
   const RouterOutput late = client.Generate(TextRequest(kPrompt, 4), std::chrono::milliseconds(300));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << late.status.error_message();
-  // The router drops that waiter at its own check of the deadline (every 50 ms while waiting), which
-  // a loaded machine can run after the client has already seen the deadline pass; until then the
-  // single waiting place is still taken. Give it that time before the next two requests.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // The router drops that waiter at its own deadline, which a loaded machine can run after the
+  // client has already seen the deadline pass; until then the single waiting place is still
+  // taken. Wait for the router's gauge of waiting requests (set on every change) to read 0.
+  const auto dropped_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::optional<double> waiting;
+  while (std::chrono::steady_clock::now() < dropped_by) {
+    waiting = SmallRouterWaiting();
+    if (waiting == 0.0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(waiting, 0.0) << "the timed-out waiter should leave the router's queue";
   // Two more requests: whichever arrives second finds the single waiting place taken and is
   // refused at once, while the other waits for the running request.
   auto first = std::async(std::launch::async, [&] { return client.Generate(TextRequest(kPrompt, 4)); });

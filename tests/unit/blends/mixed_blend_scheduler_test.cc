@@ -5,6 +5,7 @@
 #include "attention-svc/batch_scheduler.h"
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -14,11 +15,13 @@
 namespace expertmesh::attention_service {
 namespace {
 
-// Counts the calls it forwards; fails them all when `fail` is set.
+// Counts the calls it forwards; fails them all when `fail` is set; with `hold` set, every call
+// first waits for it (the test keeps the scheduler inside a step that way).
 class CountingExperts : public RoutedExperts {
  public:
   explicit CountingExperts(std::unique_ptr<LocalRoutedExperts> inner) : inner_(std::move(inner)) {}
   absl::Status Compute(const RoutedExpertBatch& batch, std::span<float> output) override {
+    if (hold.valid()) hold.wait();
     ++calls;
     max_tokens = std::max<int64_t>(max_tokens, batch.num_tokens);
     if (fail) return absl::FailedPreconditionError("weight set dropped");
@@ -27,6 +30,7 @@ class CountingExperts : public RoutedExperts {
   std::atomic<int> calls{0};
   std::atomic<int64_t> max_tokens{0};
   std::atomic<bool> fail{false};
+  std::shared_future<void> hold;
 
  private:
   std::unique_ptr<LocalRoutedExperts> inner_;
@@ -67,7 +71,7 @@ struct Fixture {
     params.prompt_ids = std::move(prompt);
     params.max_tokens = 6;
     params.include_logits = true;
-    params.blend = experts == blend_a ? "a" : "b";
+    params.blend = experts == blend_a ? "a" : experts == blend_b ? "b" : "held";
     params.blend_version = 1;
     params.experts = std::move(experts);
     return params;
@@ -94,12 +98,26 @@ TEST(MixedBlendSchedulerTest, EachSequenceGetsItsOwnWeightSetInASharedBatch) {
 
   f.blend_a->max_tokens = 0;
   BatchScheduler scheduler(*f.model, {});
+  // A sequence of a third weight set holds the scheduler inside its first step until the four
+  // sequences are queued, so they all join the next iteration together (however slow this
+  // machine's threads are scheduled).
+  std::promise<void> release;
+  auto held = std::make_shared<CountingExperts>(testing::RandomExperts(f.config, 14));
+  held->hold = release.get_future().share();
+  auto held_handle = scheduler.Submit(f.Params({3, 4}, held));
+  ASSERT_TRUE(held_handle.ok());
+  for (int spin = 0; spin < 2000 && scheduler.running_sequences() == 0; ++spin) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(scheduler.running_sequences(), 1) << "the held sequence never started";
   std::vector<std::shared_ptr<SequenceHandle>> handles;
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto handle = scheduler.Submit(f.Params(prompts[i], pins[i]));
     ASSERT_TRUE(handle.ok());
     handles.push_back(*handle);
   }
+  ASSERT_EQ(scheduler.waiting_sequences(), static_cast<int64_t>(prompts.size()));
+  release.set_value();
   for (size_t i = 0; i < prompts.size(); ++i) {
     const Result together = Drain(*handles[i]);
     ASSERT_TRUE(together.status.ok()) << together.status;
@@ -109,8 +127,9 @@ TEST(MixedBlendSchedulerTest, EachSequenceGetsItsOwnWeightSetInASharedBatch) {
       EXPECT_LE(testing::RelativeMaxError(together.logits[t], solo[i].logits[t]), 1e-5) << "sequence " << i << " token " << t;
     }
   }
+  EXPECT_TRUE(Drain(*held_handle.value()).status.ok());
   // Blend a's prompts (3 + 2 tokens) were prefilled in one Step: its experts saw both at once.
-  EXPECT_GE(f.blend_a->max_tokens.load(), 5) << "sequences of one weight set still batch together";
+  EXPECT_EQ(f.blend_a->max_tokens.load(), 5) << "sequences of one weight set still batch together";
 }
 
 TEST(MixedBlendSchedulerTest, AFailingWeightSetEndsOnlyItsSequences) {

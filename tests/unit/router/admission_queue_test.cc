@@ -1,7 +1,9 @@
 // Admission control: bounded running + waiting, FIFO hand-over, refusal when full, deadlines.
 #include "router-svc/admission_queue.h"
 
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -44,6 +46,37 @@ TEST(AdmissionQueueTest, WaitingRequestTimesOutOrIsCancelled) {
   EXPECT_EQ(queue.Admit(Clock::now() + std::chrono::seconds(5), [] { return true; }, &ticket).code(),
             absl::StatusCode::kCancelled);
   EXPECT_EQ(queue.waiting(), 0);
+}
+
+TEST(AdmissionQueueTest, TheObserverSeesEveryChangeOfTheWaitingCount) {
+  std::mutex mutex;
+  std::vector<int> seen;
+  AdmissionQueue queue(1, 2, [&](int waiting) {
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.push_back(waiting);
+  });
+  auto snapshot = [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return seen;
+  };
+  AdmissionQueue::Ticket holder;
+  ASSERT_TRUE(queue.Admit(Clock::now() + std::chrono::seconds(1), nullptr, &holder).ok());
+  EXPECT_TRUE(snapshot().empty()) << "admitted at once: nobody waited";
+  AdmissionQueue::Ticket expired;
+  EXPECT_EQ(queue.Admit(Clock::now() + std::chrono::milliseconds(20), nullptr, &expired).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(snapshot(), (std::vector<int>{1, 0})) << "joined, then left at its deadline";
+
+  absl::Status waiter_status;
+  std::thread waiter([&] {
+    AdmissionQueue::Ticket ticket;
+    waiter_status = queue.Admit(Clock::now() + std::chrono::seconds(5), nullptr, &ticket);
+  });
+  while (queue.waiting() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  holder = AdmissionQueue::Ticket();  // the waiter takes the slot
+  waiter.join();
+  EXPECT_TRUE(waiter_status.ok()) << waiter_status;
+  EXPECT_EQ(snapshot(), (std::vector<int>{1, 0, 1, 0}));
 }
 
 }  // namespace

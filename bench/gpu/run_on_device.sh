@@ -94,11 +94,13 @@ if [[ $mode == distributed ]]; then
   exit 0
 fi
 
-if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-batches too), expert tests, speeds
+if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-batches too), expert and model tests, speeds
   step cuda_fp8_products_test 60 "$B/cuda_fp8_products_test" --gtest_color=no
   grep -E "^W8A8" "$LOGS/cuda_fp8_products_test.log" | tee -a "$SUMMARY" >/dev/null
   step gpu_services_test 150 "$B/gpu_services_test" --gtest_color=no --gtest_filter=*Float32*
   step cuda_experts_test 120 "$B/cuda_experts_test" --gtest_color=no
+  step gpu_model_test 60 "$B/gpu_model_test" --gtest_color=no
+  step gpu_micro_batch_test 45 "$B/gpu_micro_batch_test" --gtest_color=no
   step expert_bench 60 "$B/gpu_expert_bench" --v3-only --no-blend --tokens 1,16,4096 --variants \
     few-tokens,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
   grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null

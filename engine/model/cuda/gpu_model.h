@@ -137,6 +137,11 @@ class GpuModel {
   // Runs the layers over the `tokens` tokens already described on the device (ids, positions,
   // sequences); leaves the final residual stream in buffers' residual.
   absl::Status RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer);
+  // The attention half of a layer for the `tokens` rows from step row `first_row` (`sequences`:
+  // theirs): residual rows += the previous layer's mlp_out rows (none before layer 0), input norm,
+  // Attention, residual rows += attention_out, post-attention norm into normed (from row 0).
+  absl::Status AttentionBlock(int64_t layer, int64_t first_row, int64_t tokens,
+                              std::span<const StepSequence> sequences);
   // Attention of the `tokens` rows from step row `first_row` (`sequences`: theirs, first_row
   // relative to the step); reads normed and writes attention_out from row 0.
   absl::Status Attention(int64_t layer, int64_t first_row, int64_t tokens, std::span<const StepSequence> sequences);

@@ -150,18 +150,8 @@ absl::Status GpuModel::FinishMicroBatchMoe(MicroBatch& batch, int64_t step_token
 absl::Status GpuModel::BeginMicroBatchLayer(int64_t layer, MicroBatch& batch, int64_t step_tokens) {
   Buffers& b = *buffers_;
   const DeviceLayer& w = weights_.layers[layer];
-  const int64_t hidden = config_.hidden_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  float* residual = b.residual.as<float>() + batch.first_row * hidden;
-  float* mlp_rows = b.mlp_out.as<float>() + batch.first_row * hidden;
-  // residual += previous MLP output (none before the first layer); normed = input_layernorm.
-  EXPERTMESH_RETURN_IF_ERROR(NormRows(residual, layer == 0 ? nullptr : mlp_rows, nullptr,
-                                      w.input_layernorm.data.as<float>(), batch.tokens, hidden, eps,
-                                      b.normed.as<float>()));
-  EXPERTMESH_RETURN_IF_ERROR(Attention(layer, batch.first_row, batch.tokens, batch.sequences));
-  EXPERTMESH_RETURN_IF_ERROR(NormRows(residual, b.attention_out.as<float>(), nullptr,
-                                      w.post_attention_layernorm.data.as<float>(), batch.tokens, hidden, eps,
-                                      b.normed.as<float>()));
+  float* mlp_rows = b.mlp_out.as<float>() + batch.first_row * config_.hidden_size;
+  EXPERTMESH_RETURN_IF_ERROR(AttentionBlock(layer, batch.first_row, batch.tokens, batch.sequences));
   if (!config_.IsMoeLayer(layer)) return SwiGlu(*w.dense_mlp, b.normed.as<float>(), batch.tokens, mlp_rows, false);
   EXPERTMESH_RETURN_IF_ERROR(Gate(layer, batch.tokens));
   absl::StatusOr<std::future<absl::Status>> routed = StartHostExperts(layer, step_tokens, batch.first_row, batch.tokens);

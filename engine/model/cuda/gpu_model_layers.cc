@@ -90,23 +90,30 @@ absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t toke
 absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer) {
   Buffers& b = *buffers_;
   const int64_t hidden = config_.hidden_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(),
                                                        weights_.embed_tokens.type == ElementType::kBF16,
                                                        b.token_ids.as<int32_t>(), tokens, hidden,
                                                        b.residual.as<float>(), stream_));
   for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
-    const DeviceLayer& w = weights_.layers[layer];
-    // residual += previous MLP output (none before the first layer); normed = input_layernorm.
-    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), layer == 0 ? nullptr : b.mlp_out.as<float>(), nullptr,
-                                        w.input_layernorm.data.as<float>(), tokens, hidden, eps, b.normed.as<float>()));
-    EXPERTMESH_RETURN_IF_ERROR(Attention(layer, 0, tokens, step_sequences_));
-    EXPERTMESH_RETURN_IF_ERROR(NormRows(b.residual.as<float>(), b.attention_out.as<float>(), nullptr,
-                                        w.post_attention_layernorm.data.as<float>(), tokens, hidden, eps,
-                                        b.normed.as<float>()));
+    EXPERTMESH_RETURN_IF_ERROR(AttentionBlock(layer, 0, tokens, step_sequences_));
     EXPERTMESH_RETURN_IF_ERROR(Mlp(layer, tokens, capturable, observer));
   }
   return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
+}
+
+absl::Status GpuModel::AttentionBlock(int64_t layer, int64_t first_row, int64_t tokens,
+                                      std::span<const StepSequence> sequences) {
+  Buffers& b = *buffers_;
+  const DeviceLayer& w = weights_.layers[layer];
+  const int64_t hidden = config_.hidden_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  float* residual = b.residual.as<float>() + first_row * hidden;
+  const float* mlp_rows = layer == 0 ? nullptr : b.mlp_out.as<float>() + first_row * hidden;
+  EXPERTMESH_RETURN_IF_ERROR(NormRows(residual, mlp_rows, nullptr, w.input_layernorm.data.as<float>(), tokens, hidden,
+                                      eps, b.normed.as<float>()));
+  EXPERTMESH_RETURN_IF_ERROR(Attention(layer, first_row, tokens, sequences));
+  return NormRows(residual, b.attention_out.as<float>(), nullptr, w.post_attention_layernorm.data.as<float>(), tokens,
+                  hidden, eps, b.normed.as<float>());
 }
 
 absl::Status GpuModel::Attention(int64_t layer, int64_t first_row, int64_t tokens,

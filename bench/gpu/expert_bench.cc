@@ -5,10 +5,12 @@
 // prefill (4k-16k tokens: TFLOP/s vs the cuBLAS ceiling) on every product path, and the
 // Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
 // --quick: V2-Lite only; --v3-only, --no-blend, --tokens 1,4 and --variants direct-mma,auto narrow a
-// run (for profilers).
+// run (for profilers); --routing-skew S routes by uneven expert popularity (see RandomRouting).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -86,20 +88,31 @@ struct MoeShape {
 };
 
 
-// Expert ids [tokens, top_k] drawn uniformly (distinct per token) from all n_routed experts;
-// slots outside the shard (experts >= shard_experts) are empty (-1), as a fan-out sends them.
-std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, std::mt19937_64& rng, int64_t* local_slots,
-                                   std::vector<int>* touched) {
+// Expert ids [tokens, top_k], distinct per token, drawn from all n_routed experts: uniformly, or
+// with skew > 0 in proportion to per-expert popularities exp(skew * z), z ~ N(0, 1) (real routers
+// favour some experts; skew 1 makes the hottest expert of 256 get several times the mean load).
+// Slots outside the shard (experts >= shard_experts) are empty (-1), as a fan-out sends them.
+std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, double skew, std::mt19937_64& rng,
+                                   int64_t* local_slots, std::vector<int>* touched) {
   std::vector<int32_t> ids;
-  std::vector<int32_t> pool(s.n_routed);
-  for (int64_t e = 0; e < s.n_routed; ++e) pool[e] = static_cast<int32_t>(e);
+  std::vector<double> popularity(s.n_routed, 1.0);
+  if (skew > 0) {
+    std::mt19937_64 popularity_rng(1234);  // the same popularities for every routing of a shape
+    std::normal_distribution<double> z(0.0, 1.0);
+    for (double& p : popularity) p = std::exp(skew * z(popularity_rng));
+  }
   touched->assign(s.shard_experts, 0);
   *local_slots = 0;
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::vector<std::pair<double, int32_t>> keys(s.n_routed);
   for (int64_t t = 0; t < tokens; ++t) {
+    // Weighted sampling without replacement: the top_k largest u^(1 / weight) keys.
+    for (int64_t e = 0; e < s.n_routed; ++e) {
+      keys[e] = {std::pow(unit(rng), 1.0 / popularity[e]), static_cast<int32_t>(e)};
+    }
+    std::partial_sort(keys.begin(), keys.begin() + s.top_k, keys.end(), std::greater<>());
     for (int64_t k = 0; k < s.top_k; ++k) {
-      std::uniform_int_distribution<int64_t> pick(k, s.n_routed - 1);
-      std::swap(pool[k], pool[pick(rng)]);
-      const int32_t e = pool[k];
+      const int32_t e = keys[k].second;
       if (e < s.shard_experts) {
         ids.push_back(e);
         (*touched)[e] = 1;
@@ -116,6 +129,7 @@ std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, std::mt199
 struct Selection {
   std::vector<int64_t> tokens;
   std::vector<std::string> variants;
+  double routing_skew = 0;
   bool Wants(int64_t count) const {
     return tokens.empty() || std::find(tokens.begin(), tokens.end(), count) != tokens.end();
   }
@@ -173,7 +187,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     for (int r = 0; r < kRoutings; ++r) {
       int64_t local = 0;
       std::vector<int> touched;
-      std::vector<int32_t> routing = RandomRouting(s, tokens, rng, &local, &touched);
+      std::vector<int32_t> routing = RandomRouting(s, tokens, selection.routing_skew, rng, &local, &touched);
       for (int t : touched) touched_bytes += t * expert_bytes / kRoutings;
       local_rows += double(local) / kRoutings;
       std::vector<float> gate(routing.size(), 0.125f);
@@ -196,9 +210,11 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       const char* name;
       bool programmatic = true;
       bool fp8_activations = true;
+      int row_buckets = 4;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
+                                {ExpertGemmPath::kCublasBatched, true, true, "cublas-batched-one-bucket", true, true, 1},
                                 {ExpertGemmPath::kCublasBatched, true, true, "cublas-batched"},
                                 {ExpertGemmPath::kDirect, false, false, "direct-mma-every-expert-grid"},
                                 {ExpertGemmPath::kDirect, true, false, "direct-mma-registers"},
@@ -221,6 +237,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_weight_ring(variant.ring);
       experts.set_programmatic_launch(variant.programmatic);
       experts.set_fp8_activations(variant.fp8_activations);
+      experts.set_batched_row_buckets(variant.row_buckets);
       {
         DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
                                 out->as<float>(), false};
@@ -241,11 +258,17 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       CheckOrDie(experts.DeviceErrors(stream), "device errors");
       const double gbps = touched_bytes / (ms * 1e-3) / 1e9;
       const double tflops = local_rows * 6.0 * s.hidden * s.intermediate / (ms * 1e-3) / 1e12;
+      // Roofline: the touched weights must stream in at copy bandwidth and the products run at the
+      // cuBLAS ceiling at best, so no path can exceed flop time / max(flop time, weight time).
+      const double flop_seconds = local_rows * 6.0 * s.hidden * s.intermediate / (ceilings.gemm_tflops * 1e12);
+      const double weight_seconds = touched_bytes / (ceilings.copy_gbps * 1e9);
+      const double attainable = 100.0 * flop_seconds / std::max(flop_seconds, weight_seconds);
       report.Add(absl::StrFormat(
-          "experts\t%s %s %s\ttokens %lld (local rows %.0f)\t%.3f ms\t%.0f GB/s weights = %.0f%% of copy\t%.1f TFLOP/s "
-          "= %.0f%% of cuBLAS",
+          "experts\t%s %s %s\ttokens %lld (local rows %.0f%s)\t%.3f ms\t%.0f GB/s weights = %.0f%% of copy\t%.1f "
+          "TFLOP/s = %.0f%% of cuBLAS (roofline %.0f%%)",
           s.name, format == GpuExpertFormat::kFP8Block ? "fp8" : "bf16", variant.name, (long long)tokens, local_rows,
-          ms, gbps, 100.0 * gbps / ceilings.copy_gbps, tflops, 100.0 * tflops / ceilings.gemm_tflops));
+          selection.routing_skew > 0 ? absl::StrFormat(", skew %.1f", selection.routing_skew) : "", ms, gbps,
+          100.0 * gbps / ceilings.copy_gbps, tflops, 100.0 * tflops / ceilings.gemm_tflops, attainable));
     }
   }
 }
@@ -310,6 +333,7 @@ int main(int argc, char** argv) {
         selection.tokens.push_back(std::stoll(std::string(part)));
       }
     }
+    if (std::strcmp(argv[i], "--routing-skew") == 0 && i + 1 < argc) selection.routing_skew = std::stod(argv[++i]);
     if (std::strcmp(argv[i], "--variants") == 0 && i + 1 < argc) {
       for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
         selection.variants.emplace_back(part);

@@ -104,6 +104,12 @@ if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-b
   step expert_bench 60 "$B/gpu_expert_bench" --v3-only --no-blend --tokens 1,16,4096 --variants \
     few-tokens,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
   grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  # The batched path's row buckets under uniform and skewed routing (prefill sizes).
+  for skew in 0 1; do
+    step expert_bench_buckets_skew$skew 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew $skew \
+      --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_buckets_skew$skew.tsv"
+    grep -E "^experts" "$LOGS/expert_bench_buckets_skew$skew.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  done
   log "done (followup) in $(( $(date +%s) - START ))s"
   exit 0
 fi

@@ -135,7 +135,12 @@ class CudaExpertsTest : public ::testing::Test {
     for (int32_t e = 0; e < shape_.experts; ++e) {
       if (layer == 1 || e == 2 || e == 5) held.push_back(e);
     }
-    Batch b = RandomBatch(tokens, top_k, held, shape_.hidden, rng_);
+    return CompareBatch(layer, RandomBatch(tokens, top_k, held, shape_.hidden, rng_));
+  }
+
+  // Runs `b` through both; returns the relative-norm error of the GPU result.
+  double CompareBatch(int64_t layer, const Batch& b) {
+    const int64_t tokens = b.tokens;
     // Both add to the output: start from the same random values.
     std::vector<float> expected = RandomVector(tokens * shape_.hidden, rng_, 1.0f);
     std::vector<float> actual = expected;
@@ -165,6 +170,41 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
         }
       }
     }
+  }
+}
+
+// Skewed routing (expert 0 on every token, expert 1 on half, the rest rarely): the batched path
+// pads per bucket of similar row counts, so several buckets run, each with its own row count;
+// FP8 also with one dequantized expert per group (groups restart in each bucket).
+TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) {
+  for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
+    Build(Shape{256, 128, 8}, format);
+    gpu_->set_path(ExpertGemmPath::kCublasBatched);
+    Batch b;
+    b.tokens = 200;
+    b.top_k = 3;
+    b.activations = RandomVector(b.tokens * shape_.hidden, rng_, 1.0f);
+    std::uniform_real_distribution<float> weight(0.05f, 1.0f);
+    std::uniform_int_distribution<int32_t> cold(2, 7);
+    for (int64_t t = 0; t < b.tokens; ++t) {
+      const int32_t third = cold(rng_);
+      int32_t second = t % 2 == 0 ? 1 : cold(rng_);
+      if (second == third) second = -1;  // distinct experts per token; an empty slot instead
+      for (int32_t e : {0, second, third}) {
+        b.ids.push_back(e);
+        b.weights.push_back(weight(rng_));
+      }
+    }
+    for (int buckets : {1, 2, 4}) {
+      gpu_->set_batched_row_buckets(buckets);
+      for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
+        gpu_->set_fp8_dequantize_bytes(group_bytes);
+        EXPECT_LT(CompareBatch(1, b), kBf16Tolerance)
+            << "format " << int(format) << " buckets " << buckets << " group bytes " << group_bytes;
+      }
+    }
+    gpu_->set_batched_row_buckets(4);
+    gpu_->set_fp8_dequantize_bytes(int64_t(1) << 30);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status_macros.h"
 #include "engine/model/cuda/cuda_routed_experts.h"
+#include "engine/model/expert_row_buckets.h"
 #include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/few_token_experts.h"
 #include "engine/ops/cuda/moe_kernels.h"
@@ -176,25 +177,31 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   Scratch& s = *scratch_;
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
-  std::vector<int32_t> with_rows, padded_base(num_local, 0);
-  int64_t largest = 0;
-  for (int64_t e = 0; e < num_local; ++e) {
-    const int64_t count = offsets[e + 1] - offsets[e];
-    if (count == 0) continue;
-    with_rows.push_back(static_cast<int32_t>(e));
-    largest = std::max(largest, count);
+  const std::vector<ExpertRowBucket> buckets = BucketExpertsByRows(offsets, options_.batched_row_buckets);
+  if (buckets.empty()) return absl::OkStatus();
+  // Experts in bucket order (most rows first); each padded to its bucket's row count.
+  std::vector<int32_t> order, padded_base(num_local, 0);
+  std::vector<int64_t> padded_start;  // per expert in `order`: its first padded row
+  int64_t padded_rows = 0;
+  for (const ExpertRowBucket& bucket : buckets) {
+    for (int32_t e : bucket.experts) {
+      order.push_back(e);
+      padded_start.push_back(padded_rows);
+      padded_base[e] = static_cast<int32_t>(padded_rows);
+      padded_rows += bucket.rows;
+    }
   }
-  const int64_t experts = static_cast<int64_t>(with_rows.size());
-  if (experts == 0) return absl::OkStatus();
-  const int64_t padded_rows = experts * largest;
+  const int64_t experts = static_cast<int64_t>(order.size());
+  const int64_t largest = buckets.front().rows;
   // FP8 experts are dequantized to bf16 a group at a time into a scratch of at most
   // fp8_dequantize_bytes (at least one expert), each group's GEMMs running before the next.
   const bool fp8 = options_.format == GpuExpertFormat::kFP8Block;
   const int64_t expert_elements = 3 * intermediate * hidden;
   const int64_t group =
       fp8 ? std::clamp<int64_t>(options_.fp8_dequantize_bytes / (expert_elements * 2), 1, experts) : experts;
-  // The first GEMM reads `largest` rows from each expert's first row: past the last expert's rows
-  // by at most `largest` bf16 rows, inside s.rows (sized for float32 rows; see EnsureScratch).
+  // The first GEMM reads its bucket's row count from each expert's first row: past the last
+  // expert's rows by at most `largest` bf16 rows, inside s.rows (sized for float32 rows; see
+  // EnsureScratch). The extra rows only feed padded rows that nothing reads.
   if (s.rows.bytes() < static_cast<size_t>((offsets[num_local] + largest) * hidden * 2)) {
     return absl::InternalError("batched experts: gathered-row buffer too small for the padded reads");
   }
@@ -209,21 +216,27 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   if (fp8) EXPERTMESH_RETURN_IF_ERROR(s.dequantized_group.GrowTo(group * expert_elements * 2));
   auto* dequantized = s.dequantized_group.as<uint16_t>();  // [group][gate_up 2I x H | down H x I]
   // Pointer arrays: gate_up GEMM (rows, weights, products), then down GEMM (h, weights, outputs).
+  // FP8: expert i of a bucket uses dequantized slot (i - bucket start) % group, as the chunks of
+  // `group` experts below start at the bucket's start.
   std::vector<const void*> pointers(6 * experts);
   auto* rows = static_cast<const std::byte*>(s.rows.data());
   auto* gate_up = static_cast<std::byte*>(s.padded_gate_up.data());
   auto* h = static_cast<std::byte*>(s.padded_h.data());
   auto* out = static_cast<std::byte*>(s.padded_y.data());
-  for (int64_t i = 0; i < experts; ++i) {
-    const int32_t e = with_rows[i];
-    padded_base[e] = static_cast<int32_t>(i * largest);
-    pointers[i] = rows + offsets[e] * hidden * 2;
-    uint16_t* own = fp8 ? dequantized + (i % group) * expert_elements : nullptr;
-    pointers[experts + i] = fp8 ? own : layer.slots[e].gate_up.data();
-    pointers[2 * experts + i] = gate_up + i * largest * 2 * intermediate * 2;
-    pointers[3 * experts + i] = h + i * largest * intermediate * 2;
-    pointers[4 * experts + i] = fp8 ? own + 2 * intermediate * hidden : layer.slots[e].down.data();
-    pointers[5 * experts + i] = out + i * largest * hidden * 2;
+  int64_t bucket_start = 0;
+  for (const ExpertRowBucket& bucket : buckets) {
+    for (int64_t i = bucket_start; i < bucket_start + static_cast<int64_t>(bucket.experts.size()); ++i) {
+      const int32_t e = order[i];
+      const int64_t base = padded_start[i];
+      uint16_t* own = fp8 ? dequantized + ((i - bucket_start) % group) * expert_elements : nullptr;
+      pointers[i] = rows + offsets[e] * hidden * 2;
+      pointers[experts + i] = fp8 ? own : layer.slots[e].gate_up.data();
+      pointers[2 * experts + i] = gate_up + base * 2 * intermediate * 2;
+      pointers[3 * experts + i] = h + base * intermediate * 2;
+      pointers[4 * experts + i] = fp8 ? own + 2 * intermediate * hidden : layer.slots[e].down.data();
+      pointers[5 * experts + i] = out + base * hidden * 2;
+    }
+    bucket_start += static_cast<int64_t>(bucket.experts.size());
   }
   // Pageable sources: the calls return once the bytes are staged, so the vectors may go.
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.batch_pointers.data(), pointers.data(),
@@ -233,41 +246,47 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
                                                         padded_base.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                                                         AsStream(stream)), "padded base upload"));
   auto* const* device_pointers = s.batch_pointers.as<void*>();
-  cuda::GemmShape first;
-  first.m = largest;
-  first.n = 2 * intermediate;
-  first.k = hidden;
-  first.lda = first.ldb = hidden;
-  first.ldc = 2 * intermediate;
-  cuda::GemmShape second;
-  second.m = largest;
-  second.n = hidden;
-  second.k = intermediate;
-  second.lda = second.ldb = intermediate;
-  second.ldc = hidden;
   cuda::CublasContext& blas = *blas_[0];
-  for (int64_t begin = 0; begin < experts; begin += group) {
-    const int64_t count = std::min(group, experts - begin);
-    for (int64_t i = begin; fp8 && i < begin + count; ++i) {
-      const ExpertStorage& expert = layer.slots[with_rows[i]];
-      uint16_t* own = dequantized + (i - begin) * expert_elements;
-      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(),
-                                                                expert.gate_up_scale.as<float>(), 2 * intermediate,
-                                                                hidden, intermediate, own, stream));
-      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(), expert.down_scale.as<float>(),
-                                                                hidden, intermediate, hidden,
-                                                                own + 2 * intermediate * hidden, stream));
+  bucket_start = 0;
+  for (const ExpertRowBucket& bucket : buckets) {
+    cuda::GemmShape first;
+    first.m = bucket.rows;
+    first.n = 2 * intermediate;
+    first.k = hidden;
+    first.lda = first.ldb = hidden;
+    first.ldc = 2 * intermediate;
+    cuda::GemmShape second;
+    second.m = bucket.rows;
+    second.n = hidden;
+    second.k = intermediate;
+    second.lda = second.ldb = intermediate;
+    second.ldc = hidden;
+    const int64_t bucket_end = bucket_start + static_cast<int64_t>(bucket.experts.size());
+    for (int64_t begin = bucket_start; begin < bucket_end; begin += group) {
+      const int64_t count = std::min(group, bucket_end - begin);
+      for (int64_t i = begin; fp8 && i < begin + count; ++i) {
+        const ExpertStorage& expert = layer.slots[order[i]];
+        uint16_t* own = dequantized + (i - begin) * expert_elements;
+        EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.gate_up.as<uint8_t>(),
+                                                                  expert.gate_up_scale.as<float>(), 2 * intermediate,
+                                                                  hidden, intermediate, own, stream));
+        EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchDequantizeFp8Block(expert.down.as<uint8_t>(),
+                                                                  expert.down_scale.as<float>(), hidden, intermediate,
+                                                                  hidden, own + 2 * intermediate * hidden, stream));
+      }
+      EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers + begin, device_pointers + experts + begin,
+                                                       device_pointers + 2 * experts + begin, count,
+                                                       ElementType::kBF16, ElementType::kBF16, stream));
+      EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
+          static_cast<const std::byte*>(s.padded_gate_up.data()) + padded_start[begin] * 2 * intermediate * 2,
+          count * bucket.rows, intermediate, h + padded_start[begin] * intermediate * 2, true, stream,
+          /*from_bf16=*/true));
+      EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
+                                                       device_pointers + 4 * experts + begin,
+                                                       device_pointers + 5 * experts + begin, count,
+                                                       ElementType::kBF16, ElementType::kBF16, stream));
     }
-    EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers + begin, device_pointers + experts + begin,
-                                                     device_pointers + 2 * experts + begin, count,
-                                                     ElementType::kBF16, ElementType::kBF16, stream));
-    EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
-        static_cast<const std::byte*>(s.padded_gate_up.data()) + begin * largest * 2 * intermediate * 2,
-        count * largest, intermediate, h + begin * largest * intermediate * 2, true, stream, /*from_bf16=*/true));
-    EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
-                                                     device_pointers + 4 * experts + begin,
-                                                     device_pointers + 5 * experts + begin, count, ElementType::kBF16,
-                                                     ElementType::kBF16, stream));
+    bucket_start = bucket_end;
   }
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchPadRowsOfSlots(s.row_of_slot.as<int32_t>(), slots, s.offsets.as<int32_t>(),
                                                         num_local, s.padded_base.as<int32_t>(),

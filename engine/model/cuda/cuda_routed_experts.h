@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -31,8 +32,8 @@ enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 // How the experts' matrix products run (kAuto picks by batch size; the others are for benchmarks
 // and tests): the tensor-core kernels, one cuBLAS GEMM chain per expert on one stream,
 // the same spread over kCublasStreams concurrent streams (small experts fill the GPU together),
-// or two pointer-batched cuBLAS GEMMs over every expert with rows, padded to the largest row
-// count (bf16 products; FP8 experts dequantized a group at a time; float32 experts take
+// or two pointer-batched cuBLAS GEMMs per bucket of experts with similar row counts, padded to the
+// bucket's largest (bf16 products; FP8 experts dequantized a group at a time; float32 experts take
 // kCublasStreams instead), the few-token kernels (batches of at most cuda::kFewTokenMaxTokens
 // tokens, bf16 or FP8: two launches that stream each chosen expert's rows once, no permutation),
 // or, for FP8 experts, W8A8 products: rows and SwiGLU outputs rounded to E4M3 per 128 values (as
@@ -66,6 +67,10 @@ struct CudaExpertOptions {
   // finishes). false: plain stream order, kept for side-by-side benchmarks.
   bool programmatic_launch = true;
   bool batched_cublas = true;
+  // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
+  // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
+  // this many buckets (1: the single padded batch, kept for side-by-side benchmarks).
+  int batched_row_buckets = 4;
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
@@ -136,6 +141,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_compact_expert_grid(bool compact) { options_.compact_expert_grid = compact; }
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
+  void set_batched_row_buckets(int buckets) { options_.batched_row_buckets = std::max(buckets, 1); }
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }

@@ -1,0 +1,23 @@
+// Groups the experts of one batch by how many rows (token slots) each got, for padded batched
+// GEMMs: every expert in a bucket is padded to the bucket's row count, so a few hot experts do not
+// make every cold one compute (and write) as many rows as they do.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace expertmesh {
+
+struct ExpertRowBucket {
+  int64_t rows = 0;              // the largest row count in the bucket (what all are padded to)
+  std::vector<int32_t> experts;  // local expert indices, most rows first
+};
+
+// `offsets[e]..offsets[e + 1]` are local expert e's rows (offsets non-decreasing). Experts with no
+// rows are left out. Buckets come most rows first; a new one starts where padding an expert to the
+// current bucket's row count would waste more than a quarter of its padded rows, while fewer than
+// `max_buckets` (>= 1) exist.
+std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets);
+
+}  // namespace expertmesh

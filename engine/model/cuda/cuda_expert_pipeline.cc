@@ -91,7 +91,10 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
     }
   }
   const int64_t rows = offsets.empty() ? slots : offsets[num_local];
-  EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, rows));
+  // The batched path's padded reads go past the last row by up to its aligned bucket count (see
+  // RunCublasBatched): room for kBatchedRowAlignment more float32 rows covers that.
+  EXPERTMESH_RETURN_IF_ERROR(
+      EnsureScratch(tokens, top_k, rows + (path == ExpertGemmPath::kCublasBatched ? kBatchedRowAlignment : 0)));
   // What the combine reads: float32 rows, or the padded bf16 rows of the batched and W8A8 paths.
   const void* y = s.y.data();
   const int32_t* row_of_slot = s.row_of_slot.as<int32_t>();
@@ -177,7 +180,8 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   Scratch& s = *scratch_;
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
-  const std::vector<ExpertRowBucket> buckets = BucketExpertsByRows(offsets, options_.batched_row_buckets);
+  const std::vector<ExpertRowBucket> buckets =
+      BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
   if (buckets.empty()) return absl::OkStatus();
   // Experts in bucket order (most rows first); each padded to its bucket's row count.
   std::vector<int32_t> order, padded_base(num_local, 0);
@@ -200,8 +204,9 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   const int64_t group =
       fp8 ? std::clamp<int64_t>(options_.fp8_dequantize_bytes / (expert_elements * 2), 1, experts) : experts;
   // The first GEMM reads its bucket's row count from each expert's first row: past the last
-  // expert's rows by at most `largest` bf16 rows, inside s.rows (sized for float32 rows; see
-  // EnsureScratch). The extra rows only feed padded rows that nothing reads.
+  // expert's rows by at most `largest` bf16 rows (largest <= rows + alignment), inside s.rows
+  // (sized for float32 rows plus kBatchedRowAlignment; see RunExperts). The extra rows only feed
+  // padded rows that nothing reads.
   if (s.rows.bytes() < static_cast<size_t>((offsets[num_local] + largest) * hidden * 2)) {
     return absl::InternalError("batched experts: gathered-row buffer too small for the padded reads");
   }

@@ -51,21 +51,33 @@ TEST(ExpertRowBucketsTest, TheLimitPutsTheRestInTheLastBucket) {
   EXPECT_TRUE(BucketExpertsByRows({}, 4).empty());
 }
 
+TEST(ExpertRowBucketsTest, RowCountsAreRoundedUpToTheAlignment) {
+  const auto buckets = BucketExpertsByRows(Offsets({13, 400, 120, 100, 16}), 4, 16);
+  ASSERT_EQ(buckets.size(), 3u);
+  EXPECT_EQ(buckets[0].rows, 400);
+  EXPECT_EQ(buckets[1].rows, 128);
+  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{2, 3}));  // grouped by the unrounded counts
+  EXPECT_EQ(buckets[2].rows, 16);
+  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{4, 0}));
+}
+
 TEST(ExpertRowBucketsTest, RandomRowsAreCoveredOnceAndNeverPaddedDown) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<int32_t> rows(1 + rng() % 40);
     for (int32_t& r : rows) r = rng() % 3 == 0 ? 0 : static_cast<int32_t>(rng() % 500);
     const int max_buckets = 1 + static_cast<int>(rng() % 5);
-    const auto buckets = BucketExpertsByRows(Offsets(rows), max_buckets);
+    const int64_t alignment = 1 + rng() % 32;
+    const auto buckets = BucketExpertsByRows(Offsets(rows), max_buckets, alignment);
     EXPECT_LE(static_cast<int>(buckets.size()), max_buckets);
     std::vector<int> seen(rows.size(), 0);
     int64_t previous_rows = INT64_MAX;
     for (const ExpertRowBucket& bucket : buckets) {
-      EXPECT_LT(bucket.rows, previous_rows);
+      EXPECT_LE(bucket.rows, previous_rows);
       previous_rows = bucket.rows;
       ASSERT_FALSE(bucket.experts.empty());
-      EXPECT_EQ(rows[bucket.experts.front()], bucket.rows);
+      EXPECT_EQ(bucket.rows % alignment, 0);
+      EXPECT_LT(bucket.rows - rows[bucket.experts.front()], alignment) << "the hottest expert sets the count";
       for (int32_t e : bucket.experts) {
         ++seen[e];
         EXPECT_LE(rows[e], bucket.rows) << "an expert's rows must fit its bucket";

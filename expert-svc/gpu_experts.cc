@@ -138,6 +138,7 @@ absl::StatusOr<GpuExperts> LoadGpuExperts(const Checkpoint& checkpoint, const Gp
   };
   EXPERTMESH_ASSIGN_OR_RETURN(std::unique_ptr<CudaRoutedExperts> experts, LoadCudaRoutedExperts(checkpoint, load));
   experts->set_path(options.gemm_path);
+  experts->set_fp8_activations(options.fp8_activations);
   GpuExperts result;
   result.resident_weight_bytes = experts->DeviceWeightBytes();
   result.expert_count = experts->num_experts();

@@ -28,6 +28,9 @@ struct GpuExpertsOptions {
   ExpertFilter expert_filter;  // this shard's experts
   std::function<void(const std::string& line, bool last)> progress;
   ExpertGemmPath gemm_path = ExpertGemmPath::kAuto;  // how the experts' products run (see ParseExpertGemmPath)
+  // FP8 experts in prefill-sized batches: activations rounded to FP8 too (W8A8, as DeepSeek-V3's
+  // inference does); false keeps them bf16 (weights dequantized). See CudaExpertOptions.
+  bool fp8_activations = true;
 };
 
 // --gpu_expert_path: "auto", "kernels" (the tensor-core kernels), "cublas_streams",

@@ -62,6 +62,10 @@ ABSL_FLAG(std::string, gpu_expert_path, "auto",
           "GPU experts' products: auto (measured choice by batch size), kernels (tensor-core kernels), "
           "cublas_streams, cublas_batched, few_tokens (batches of <= 4 tokens) or cublas_fp8 (FP8 experts, "
           "activations rounded to FP8 too)");
+ABSL_FLAG(bool, gpu_fp8_activations, true,
+          "FP8 experts on the GPU, batches above 64 rows per expert: round activations to FP8 too (W8A8 "
+          "block-scaled cuBLASLt GEMMs, as DeepSeek-V3's own inference does; ~2.7x faster prefill on an H100); "
+          "false keeps activations bf16 (weights dequantized for those products)");
 ABSL_FLAG(bool, gpu_direct_load, true,
           "on the GPU, load the checkpoint's experts straight from the file to the card (stored format); false: "
           "through the weight-set store's host copy (bf16/f32 on the card), so the admin API can blend it");
@@ -248,6 +252,7 @@ int Run() {
     gpu_options.device = device->index;
     gpu_options.format = absl::GetFlag(FLAGS_gpu_expert_format);
     gpu_options.gemm_path = *ParseExpertGemmPath(absl::GetFlag(FLAGS_gpu_expert_path));  // checked above
+    gpu_options.fp8_activations = absl::GetFlag(FLAGS_gpu_fp8_activations);
     gpu_options.expert_filter = [&hosted](int64_t layer, int32_t expert) {
       auto entry = hosted.find(layer);
       return entry != hosted.end() && entry->second.contains(expert);

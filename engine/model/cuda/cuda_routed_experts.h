@@ -8,8 +8,8 @@
 // runtime's current device is per thread, and gRPC handlers run on any thread).
 #pragma once
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>

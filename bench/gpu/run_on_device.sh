@@ -12,8 +12,8 @@
 #            16 tokens and of one batch-1 decode step.
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
-#   validate: the expert and model GPU tests, the expert benchmark's main paths at 1-16k tokens,
-#          skewed routing.
+#   validate: the expert tests, the expert benchmark's main paths at 1-16k tokens (uniform and
+#          skewed routing), then the model and services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
 #          attention-svc on GPU 0 and one expert shard on each other GPU (batches 1, 16, 64, 128).
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
@@ -116,17 +116,18 @@ if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-b
   exit 0
 fi
 
-if [[ $mode == validate ]]; then  # the expert and model GPU tests, then the expert benchmark's main paths (uniform and skewed routing)
-  for t in cuda_experts_test cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
-    step "$t" 150 "$B/$t" --gtest_color=no
-  done
-  step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
-  step expert_bench 200 "$B/gpu_expert_bench" --no-blend --tokens 1,4,16,256,4096,16384 --variants \
+if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skewed routing) first, then the model tests
+  step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
+  step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 1,16,256,4096,16384 --variants \
     few-tokens,cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
   grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
   step expert_bench_skew1 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_skew1.tsv"
   grep -E "^experts" "$LOGS/expert_bench_skew1.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  for t in cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
+    step "$t" 150 "$B/$t" --gtest_color=no
+  done
+  step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
   log "done (validate) in $(( $(date +%s) - START ))s"
   exit 0
 fi

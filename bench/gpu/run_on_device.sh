@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|buckets]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -12,6 +12,7 @@
 #            16 tokens and of one batch-1 decode step.
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
+#   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, the expert benchmark's main paths at 1-16k tokens (uniform and
 #          skewed routing), then the model and services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
@@ -129,6 +130,15 @@ if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skew
   done
   step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
   log "done (validate) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == buckets ]]; then  # the batched path's row buckets only, for a call of ~2 minutes
+  step cuda_experts_test 90 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*Batched*:*Bf16Every*
+  step expert_bench_skew1 60 "$B/gpu_expert_bench" --no-blend --tokens 4096 --routing-skew 1 \
+    --variants cublas-batched-one-bucket,cublas-batched --tsv "$OUT/expert_bench_skew1.tsv"
+  grep -E "^experts" "$LOGS/expert_bench_skew1.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  log "done (buckets) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -68,7 +68,15 @@ grpc::Status RouterServiceImpl::Generate(grpc::ServerContext* context, const v1:
   AdmissionQueue::Ticket ticket;
   absl::Status admitted =
       admission_.Admit(SteadyDeadline(*context), [context] { return context->IsCancelled(); }, &ticket);
-  if (!admitted.ok()) return rpc::ToGrpcStatus(admitted);
+  if (!admitted.ok()) {
+    if (options_.metrics) {
+      metrics::FinishedRequest rejected;
+      rejected.blend = blend;
+      rejected.finish = metrics::RequestFinish::kRejected;
+      options_.metrics->RecordFinished(rejected);
+    }
+    return rpc::ToGrpcStatus(admitted);
+  }
 
   std::optional<metrics::ServingMetrics::RunningRequest> running;
   if (options_.metrics) running.emplace(options_.metrics->TrackRunning(blend));

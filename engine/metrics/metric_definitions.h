@@ -37,8 +37,9 @@ inline constexpr MetricDefinition kGrpcServerInFlight{
 inline constexpr std::string_view kBlendCardinality = "blends (<= 16 named + 'other')";
 inline constexpr MetricDefinition kRequests{
     "expertmesh_requests_total", MetricType::kCounter, "blend,finish_reason", "router",
-    "blends x 4 finish reasons (length, stop, aborted, error)",
-    "Generate requests finished, by the blend that served them and how they ended."};
+    "blends x 5 finish reasons (length, stop, aborted, error, rejected)",
+    "Generate requests finished, by the blend that served them and how they ended (rejected: refused "
+    "at admission, never ran)."};
 inline constexpr MetricDefinition kTimeToFirstToken{
     "expertmesh_time_to_first_token_seconds", MetricType::kHistogram, "blend", "router", kBlendCardinality,
     "Time from a request's arrival to its first generated token being sent.",

@@ -19,6 +19,8 @@ std::string_view RequestFinishLabel(RequestFinish finish) {
       return "aborted";
     case RequestFinish::kError:
       return "error";
+    case RequestFinish::kRejected:
+      return "rejected";
   }
   return "error";
 }
@@ -44,6 +46,7 @@ void ServingMetrics::RecordFinished(const FinishedRequest& request) {
   std::string blend = blends_.Admit(request.blend);
   prometheus::Labels by_blend = LabelsFor(d::kTimeToFirstToken, {blend});
   requests_.Add(LabelsFor(d::kRequests, {blend, std::string(RequestFinishLabel(request.finish))})).Increment();
+  if (request.finish == RequestFinish::kRejected) return;
   prompt_tokens_.Add(by_blend).Increment(request.prompt_tokens);
   generation_tokens_.Add(by_blend).Increment(request.generated_tokens);
   request_prompt_tokens_.Add(by_blend, BucketsOf(d::kRequestPromptTokens)).Observe(request.prompt_tokens);

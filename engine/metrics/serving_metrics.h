@@ -16,7 +16,9 @@
 
 namespace expertmesh::metrics {
 
-enum class RequestFinish { kLength, kStop, kAborted, kError };
+// kRejected: refused at admission (queue full, or deadline/cancel while waiting for a slot); such
+// a request never ran, so it counts only in requests_total.
+enum class RequestFinish { kLength, kStop, kAborted, kError, kRejected };
 std::string_view RequestFinishLabel(RequestFinish finish);
 
 struct FinishedRequest {
@@ -36,7 +38,8 @@ class ServingMetrics {
   explicit ServingMetrics(prometheus::Registry& registry);
 
   // Records a finished request: requests_total, token counters and the latency histograms (time
-  // per output token = (duration - TTFT) / (generated - 1), only when generated >= 2).
+  // per output token = (duration - TTFT) / (generated - 1), only when generated >= 2). A rejected
+  // request counts in requests_total alone (its wait is not a request duration).
   void RecordFinished(const FinishedRequest& request);
 
   // Counts a request as running under `blend` for the lifetime of the returned object.

@@ -88,13 +88,29 @@ class RouterGenerationTest : public ::testing::Test {
     return static_cast<int>(description.running_sequences() + description.waiting_sequences());
   }
 
-  // expertmesh_requests_waiting from the small router's /metrics; nullopt when it cannot be read.
-  static std::optional<double> SmallRouterWaiting() {
+  // The small router's /metrics; nullopt when it cannot be read.
+  static std::optional<metrics::testing::Exposition> SmallRouterMetrics() {
     auto response = metrics::testing::HttpGet(small_router_metrics_port_, "/metrics");
     if (!response.ok() || response->status != 200) return std::nullopt;
     auto exposition = metrics::testing::ParseExposition(response->body);
     if (!exposition.ok()) return std::nullopt;
-    return exposition->Value("expertmesh_requests_waiting");
+    return *std::move(exposition);
+  }
+  static std::optional<double> SmallRouterWaiting() {
+    auto exposition = SmallRouterMetrics();
+    return exposition ? exposition->Value("expertmesh_requests_waiting") : std::nullopt;
+  }
+  // expertmesh_requests_total{finish_reason="rejected"} summed over blends.
+  static double SmallRouterRejected() {
+    double total = 0;
+    if (auto exposition = SmallRouterMetrics()) {
+      for (const auto& [key, value] : exposition->samples) {
+        if (key.starts_with("expertmesh_requests_total{") && key.find("finish_reason=\"rejected\"") != std::string::npos) {
+          total += value;
+        }
+      }
+    }
+    return total;
   }
 
   static inline Tokenizer* tokenizer_ = nullptr;
@@ -261,6 +277,9 @@ TEST_F(RouterGenerationTest, AdmissionQueueFullAndDeadlineWhileWaiting) {
   const bool first_refused = first.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   const RouterOutput refused = first_refused ? first.get() : second.get();
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
+  // The refused request (and the timed-out waiter, when it reached the router in time) counts as
+  // rejected in the router's requests_total.
+  EXPECT_GE(SmallRouterRejected(), 1.0);
   release.store(true);
   EXPECT_EQ(running.get().status.error_code(), grpc::StatusCode::CANCELLED);
   const RouterOutput admitted = first_refused ? second.get() : first.get();

@@ -42,7 +42,11 @@ TEST(ServingMetricsTest, RecordsLatenciesTokensAndOutcomesByBlend) {
   serving.RecordFinished({.blend = "code", .finish = RequestFinish::kError});
   serving.RecordFinished({.blend = "code", .finish = RequestFinish::kStop, .prompt_tokens = 3,
                           .generated_tokens = 1, .time_to_first_token_seconds = 0.2, .duration_seconds = 0.2});
+  // Refused at admission: counted, but no duration, tokens or latencies (it never ran).
+  serving.RecordFinished({.blend = "code", .finish = RequestFinish::kRejected, .prompt_tokens = 50,
+                          .duration_seconds = 3.0});
   testing::Exposition scraped = Scrape(registry);
+  EXPECT_EQ(scraped.Value(SeriesKey("expertmesh_requests_total", {{"blend", "code"}, {"finish_reason", "rejected"}})), 1);
   const std::map<std::string, std::string> by_default = {{"blend", "default"}};
   const std::map<std::string, std::string> by_code = {{"blend", "code"}};
   EXPECT_EQ(scraped.Value(SeriesKey("expertmesh_requests_total", {{"blend", "default"}, {"finish_reason", "length"}})), 1);

@@ -184,13 +184,11 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
       BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
   if (buckets.empty()) return absl::OkStatus();
   // Experts in bucket order (most rows first); each padded to its bucket's row count.
-  std::vector<int32_t> order, padded_base(num_local, 0);
-  std::vector<int64_t> padded_start;  // per expert in `order`: its first padded row
+  std::vector<int32_t> order, padded_base(num_local, 0);  // padded_base[e]: expert e's first padded row
   int64_t padded_rows = 0;
   for (const ExpertRowBucket& bucket : buckets) {
     for (int32_t e : bucket.experts) {
       order.push_back(e);
-      padded_start.push_back(padded_rows);
       padded_base[e] = static_cast<int32_t>(padded_rows);
       padded_rows += bucket.rows;
     }
@@ -232,7 +230,7 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   for (const ExpertRowBucket& bucket : buckets) {
     for (int64_t i = bucket_start; i < bucket_start + static_cast<int64_t>(bucket.experts.size()); ++i) {
       const int32_t e = order[i];
-      const int64_t base = padded_start[i];
+      const int64_t base = padded_base[e];
       uint16_t* own = fp8 ? dequantized + ((i - bucket_start) % group) * expert_elements : nullptr;
       pointers[i] = rows + offsets[e] * hidden * 2;
       pointers[experts + i] = fp8 ? own : layer.slots[e].gate_up.data();
@@ -282,10 +280,10 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
       EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(first, device_pointers + begin, device_pointers + experts + begin,
                                                        device_pointers + 2 * experts + begin, count,
                                                        ElementType::kBF16, ElementType::kBF16, stream));
+      const int64_t first_row = padded_base[order[begin]];
       EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
-          static_cast<const std::byte*>(s.padded_gate_up.data()) + padded_start[begin] * 2 * intermediate * 2,
-          count * bucket.rows, intermediate, h + padded_start[begin] * intermediate * 2, true, stream,
-          /*from_bf16=*/true));
+          static_cast<const std::byte*>(s.padded_gate_up.data()) + first_row * 2 * intermediate * 2,
+          count * bucket.rows, intermediate, h + first_row * intermediate * 2, true, stream, /*from_bf16=*/true));
       EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
                                                        device_pointers + 4 * experts + begin,
                                                        device_pointers + 5 * experts + begin, count,

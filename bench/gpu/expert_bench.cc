@@ -105,14 +105,25 @@ std::vector<int32_t> RandomRouting(const MoeShape& s, int64_t tokens, double ske
   *local_slots = 0;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::vector<std::pair<double, int32_t>> keys(s.n_routed);
+  std::vector<int32_t> pool(s.n_routed);
+  for (int64_t e = 0; e < s.n_routed; ++e) pool[e] = static_cast<int32_t>(e);
   for (int64_t t = 0; t < tokens; ++t) {
-    // Weighted sampling without replacement: the top_k largest u^(1 / weight) keys.
-    for (int64_t e = 0; e < s.n_routed; ++e) {
-      keys[e] = {std::pow(unit(rng), 1.0 / popularity[e]), static_cast<int32_t>(e)};
+    if (skew > 0) {
+      // Weighted sampling without replacement: the top_k largest u^(1 / weight) keys.
+      for (int64_t e = 0; e < s.n_routed; ++e) {
+        keys[e] = {std::pow(unit(rng), 1.0 / popularity[e]), static_cast<int32_t>(e)};
+      }
+      std::partial_sort(keys.begin(), keys.begin() + s.top_k, keys.end(), std::greater<>());
+      for (int64_t k = 0; k < s.top_k; ++k) pool[k] = keys[k].second;
+    } else {
+      // Uniform: a partial shuffle (top_k draws, not n_routed; the routings of earlier runs).
+      for (int64_t k = 0; k < s.top_k; ++k) {
+        std::uniform_int_distribution<int64_t> pick(k, s.n_routed - 1);
+        std::swap(pool[k], pool[pick(rng)]);
+      }
     }
-    std::partial_sort(keys.begin(), keys.begin() + s.top_k, keys.end(), std::greater<>());
     for (int64_t k = 0; k < s.top_k; ++k) {
-      const int32_t e = keys[k].second;
+      const int32_t e = pool[k];
       if (e < s.shard_experts) {
         ids.push_back(e);
         (*touched)[e] = 1;

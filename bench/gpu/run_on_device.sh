@@ -45,6 +45,9 @@ step() {  # step NAME TIMEOUT_S COMMAND...
     "$LOGS/$name.log" | head -40 | tee -a "$SUMMARY"
   tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null
 }
+bench_rows() {  # bench_rows NAME: a gpu_expert_bench step's ceiling and expert rows into the summary
+  grep -E "^(ceiling|experts)" "$LOGS/$1.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+}
 log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader); $(nproc) cores"
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 B=$BUNDLE/bin
@@ -106,12 +109,12 @@ if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-b
   step gpu_micro_batch_test 45 "$B/gpu_micro_batch_test" --gtest_color=no
   step expert_bench 60 "$B/gpu_expert_bench" --v3-only --no-blend --tokens 1,16,4096 --variants \
     few-tokens,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
-  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench
   # The batched path's row buckets under uniform and skewed routing (prefill sizes).
   for skew in 0 1; do
     step expert_bench_buckets_skew$skew 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew $skew \
       --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_buckets_skew$skew.tsv"
-    grep -E "^experts" "$LOGS/expert_bench_buckets_skew$skew.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+    bench_rows expert_bench_buckets_skew$skew
   done
   log "done (followup) in $(( $(date +%s) - START ))s"
   exit 0
@@ -121,10 +124,10 @@ if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skew
   step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
   step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 1,16,256,4096,16384 --variants \
     few-tokens,cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
-  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench
   step expert_bench_skew1 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_skew1.tsv"
-  grep -E "^experts" "$LOGS/expert_bench_skew1.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench_skew1
   for t in cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
     step "$t" 150 "$B/$t" --gtest_color=no
   done
@@ -137,7 +140,7 @@ if [[ $mode == buckets ]]; then  # the batched path's row buckets only, for a ca
   step cuda_experts_test 90 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*Batched*:*Bf16Every*
   step expert_bench_skew1 60 "$B/gpu_expert_bench" --no-blend --tokens 4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched --tsv "$OUT/expert_bench_skew1.tsv"
-  grep -E "^experts" "$LOGS/expert_bench_skew1.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench_skew1
   log "done (buckets) in $(( $(date +%s) - START ))s"
   exit 0
 fi
@@ -148,7 +151,7 @@ if [[ $mode == tiny ]]; then  # the new expert paths' tests and speeds only, for
   step cuda_experts_test 45 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*FewToken*
   step expert_bench 60 "$B/gpu_expert_bench" --no-blend --tokens 1,4,4096 --variants \
     direct-mma,few-tokens,cublas-fp8-w8a8,auto-bf16-activations --tsv "$OUT/expert_bench.tsv"
-  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench
   log "done (tiny) in $(( $(date +%s) - START ))s"
   exit 0
 fi
@@ -161,7 +164,7 @@ if [[ $mode == short ]]; then  # the same checks as "experts", trimmed for a cal
   step gpu_micro_batch_test 45 "$B/gpu_micro_batch_test" --gtest_color=no
   step expert_bench 90 "$B/gpu_expert_bench" --no-blend --tokens 1,4,4096 --variants \
     direct-mma,few-tokens-stream-order,few-tokens,cublas-batched,cublas-fp8-w8a8,auto --tsv "$OUT/expert_bench.tsv"
-  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench
   [[ -n $SANITIZER ]] && step memcheck_few_tokens 40 "$SANITIZER" --tool memcheck --error-exitcode 9 \
     "$B/cuda_experts_test" --gtest_filter=*FewTokenDevice*
   log "done (short) in $(( $(date +%s) - START ))s"
@@ -177,7 +180,7 @@ if [[ $mode == experts ]]; then
   step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,4096 --variants \
     direct-mma,few-tokens-stream-order,few-tokens,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto \
     --tsv "$OUT/expert_bench.tsv"
-  grep -E "^(ceiling|experts)" "$LOGS/expert_bench.log" | cut -f2-6 | tee -a "$SUMMARY" >/dev/null
+  bench_rows expert_bench
   if [[ -n $SANITIZER ]]; then
     step memcheck_few_tokens 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$B/cuda_experts_test" \
       --gtest_filter=*FewTokenDevice*:*FewTokenPath*:*DeviceBatch*

@@ -137,6 +137,10 @@ class GpuModel {
   // Runs the layers over the `tokens` tokens already described on the device (ids, positions,
   // sequences); leaves the final residual stream in buffers' residual.
   absl::Status RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer);
+  // The two ends of a step shared by RunLayers and RunMicroBatches: residual = the tokens'
+  // embedding rows; residual += the last layer's mlp_out (the final norm reads residual).
+  absl::Status EmbedTokens(int64_t tokens);
+  absl::Status AddLastMlpToResidual(int64_t tokens);
   // The attention half of a layer for the `tokens` rows from step row `first_row` (`sequences`:
   // theirs): residual rows += the previous layer's mlp_out rows (none before layer 0), input norm,
   // Attention, residual rows += attention_out, post-attention norm into normed (from row 0).

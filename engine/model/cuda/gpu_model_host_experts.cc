@@ -168,10 +168,7 @@ absl::Status GpuModel::RunMicroBatches(int64_t tokens, std::vector<MicroBatch>& 
   // then never reallocates them under the other micro-batch).
   EXPERTMESH_RETURN_IF_ERROR(EnsureHostStaging(tokens));
   EXPERTMESH_RETURN_IF_ERROR(b.routed_out.GrowTo(static_cast<size_t>(options_.max_step_tokens * hidden * 4)));
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(),
-                                                       weights_.embed_tokens.type == cuda::ElementType::kBF16,
-                                                       b.token_ids.as<int32_t>(), tokens, hidden,
-                                                       b.residual.as<float>(), stream_));
+  EXPERTMESH_RETURN_IF_ERROR(EmbedTokens(tokens));
   // Layer by layer, micro-batch after micro-batch: finishing one micro-batch's previous MoE layer
   // and running its next attention happen while the other's experts are in flight.
   absl::Status status;
@@ -188,7 +185,7 @@ absl::Status GpuModel::RunMicroBatches(int64_t tokens, std::vector<MicroBatch>& 
     if (status.ok()) status = finished;
   }
   EXPERTMESH_RETURN_IF_ERROR(status);
-  return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
+  return AddLastMlpToResidual(tokens);
 }
 
 }  // namespace expertmesh

@@ -88,17 +88,24 @@ absl::Status GpuModel::SwiGlu(const DeviceMlp& mlp, const float* x, int64_t toke
 }
 
 absl::Status GpuModel::RunLayers(int64_t tokens, bool capturable, const RoutingObserver* observer) {
-  Buffers& b = *buffers_;
-  const int64_t hidden = config_.hidden_size;
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(),
-                                                       weights_.embed_tokens.type == ElementType::kBF16,
-                                                       b.token_ids.as<int32_t>(), tokens, hidden,
-                                                       b.residual.as<float>(), stream_));
+  EXPERTMESH_RETURN_IF_ERROR(EmbedTokens(tokens));
   for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
     EXPERTMESH_RETURN_IF_ERROR(AttentionBlock(layer, 0, tokens, step_sequences_));
     EXPERTMESH_RETURN_IF_ERROR(Mlp(layer, tokens, capturable, observer));
   }
-  return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * hidden, stream_);
+  return AddLastMlpToResidual(tokens);
+}
+
+absl::Status GpuModel::EmbedTokens(int64_t tokens) {
+  Buffers& b = *buffers_;
+  return cuda::LaunchEmbeddingRows(weights_.embed_tokens.data.data(), weights_.embed_tokens.type == ElementType::kBF16,
+                                   b.token_ids.as<int32_t>(), tokens, config_.hidden_size, b.residual.as<float>(),
+                                   stream_);
+}
+
+absl::Status GpuModel::AddLastMlpToResidual(int64_t tokens) {
+  Buffers& b = *buffers_;
+  return cuda::LaunchAddInPlace(b.residual.as<float>(), b.mlp_out.as<float>(), tokens * config_.hidden_size, stream_);
 }
 
 absl::Status GpuModel::AttentionBlock(int64_t layer, int64_t first_row, int64_t tokens,

@@ -4,7 +4,7 @@
 // device) for decode (1-256 tokens: touched expert weight bytes / time vs copy bandwidth) and
 // prefill (4k-16k tokens: TFLOP/s vs the cuBLAS ceiling) on every product path, and the
 // Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
-// --quick: V2-Lite only; --v3-only, --no-blend, --tokens 1,4 and --variants direct-mma,auto narrow a
+// --quick: V2-Lite only; --v3-only, --fp8-only (V3 FP8 alone), --no-blend, --tokens 1,4 and --variants direct-mma,auto narrow a
 // run (for profilers); --routing-skew S routes by uneven expert popularity (see RandomRouting).
 #include <cuda_runtime.h>
 
@@ -337,12 +337,13 @@ int main(int argc, char** argv) {
   using namespace expertmesh;
   using namespace expertmesh::bench;
   bench::Report report;
-  bool quick = false, v3_only = false, no_blend = false;
+  bool quick = false, v3_only = false, fp8_only = false, no_blend = false;
   Selection selection;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) report.tsv = std::fopen(argv[++i], "w");
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--v3-only") == 0) v3_only = true;
+    if (std::strcmp(argv[i], "--fp8-only") == 0) fp8_only = v3_only = true;
     if (std::strcmp(argv[i], "--no-blend") == 0) no_blend = true;
     if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
       for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
@@ -370,7 +371,7 @@ int main(int argc, char** argv) {
   const MoeShape v2{"V2-Lite (H2048 I1408 64e top6, shard 64)", 2048, 1408, 64, 6, 64};
   if (!v3_only) BenchExperts(v2, GpuExpertFormat::kBF16, ceilings, stream, selection, report);
   if (!quick) {
-    BenchExperts(v3, GpuExpertFormat::kBF16, ceilings, stream, selection, report);
+    if (!fp8_only) BenchExperts(v3, GpuExpertFormat::kBF16, ceilings, stream, selection, report);
     BenchExperts(v3, GpuExpertFormat::kFP8Block, ceilings, stream, selection, report);
   }
   if (report.tsv != nullptr) std::fclose(report.tsv);

@@ -128,6 +128,12 @@ if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skew
   step expert_bench_skew1 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_skew1.tsv"
   bench_rows expert_bench_skew1
+  # Where the few-token FP8 kernels' time goes at 1 token (issue, pipes, stalls): 61% of copy in run 6.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  step ncu_few_token_fp8 120 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section WarpStateStats --section Occupancy --kernel-name regex:FewToken \
+    --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants few-tokens
+  cp "$LOGS/ncu_few_token_fp8.log" "$OUT/ncu_few_token_fp8.txt"
   for t in cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
     step "$t" 150 "$B/$t" --gtest_color=no
   done

@@ -1,6 +1,7 @@
 // Scalar conversions between the checkpoint dtypes and float32.
 #include "engine/core/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -136,6 +137,51 @@ void ConvertToFloat(DType dtype, const std::byte* bytes, size_t count, float* ou
       return;
     }
   }
+}
+
+namespace {
+
+// An element is non-finite when every bit of `mask` is set (the exponent field all ones; E4M3 has
+// no infinities and its NaN is S.1111.111). With `low` the mask's lowest bit, (e & mask) + low
+// reaches the element's sign bit exactly then and never carries past it, so 64-bit words test
+// 8/4/2 elements at once; only a 64-byte block holding a bad element is scanned element by element.
+template <typename Bits>
+std::optional<size_t> FirstWithMaskSet(const std::byte* bytes, size_t count, Bits mask) {
+  constexpr size_t kLanes = sizeof(uint64_t) / sizeof(Bits), kWords = 8, kBlock = kLanes * kWords;
+  auto replicate = [](Bits lane) {
+    uint64_t word = 0;
+    for (size_t i = 0; i < kLanes; ++i) word |= static_cast<uint64_t>(lane) << (8 * sizeof(Bits) * i);
+    return word;
+  };
+  const uint64_t masks = replicate(mask), lows = replicate(mask & static_cast<Bits>(~mask + 1)),
+                 signs = replicate(static_cast<Bits>(Bits(1) << (8 * sizeof(Bits) - 1)));
+  auto bad_element = [&](Bits value) { return (value & mask) == mask; };
+  size_t first = 0;
+  for (; first + kBlock <= count; first += kBlock) {
+    uint64_t words[kWords];
+    std::memcpy(words, bytes + first * sizeof(Bits), sizeof(words));
+    uint64_t any = 0;
+    for (uint64_t word : words) any |= ((word & masks) + lows) & signs;
+    if (any != 0) break;
+  }
+  for (size_t i = first; i < count; ++i) {
+    Bits value;
+    std::memcpy(&value, bytes + i * sizeof(Bits), sizeof(Bits));
+    if (bad_element(value)) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<size_t> FirstNonFiniteStored(DType dtype, const std::byte* bytes, size_t count) {
+  switch (dtype) {
+    case DType::kF32: return FirstWithMaskSet<uint32_t>(bytes, count, 0x7f800000u);
+    case DType::kBF16: return FirstWithMaskSet<uint16_t>(bytes, count, 0x7f80u);
+    case DType::kF16: return FirstWithMaskSet<uint16_t>(bytes, count, 0x7c00u);
+    case DType::kF8E4M3: return FirstWithMaskSet<uint8_t>(bytes, count, 0x7fu);
+  }
+  return std::nullopt;
 }
 
 }  // namespace expertmesh

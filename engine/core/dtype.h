@@ -30,4 +30,8 @@ uint8_t FloatToFloat8E4M3(float value); // round to nearest even, saturates at +
 // Converts `count` elements of `dtype` stored little-endian at `bytes` into `out` (float32).
 void ConvertToFloat(DType dtype, const std::byte* bytes, size_t count, float* out);
 
+// Index of the first NaN or infinity among `count` elements of `dtype` at `bytes`, read from the
+// stored bits (no conversion; for loaders that upload raw bytes), or nullopt when all are finite.
+std::optional<size_t> FirstNonFiniteStored(DType dtype, const std::byte* bytes, size_t count);
+
 }  // namespace expertmesh

@@ -10,8 +10,10 @@
 
 #include <cuda_runtime.h>
 
+#include <limits>
 #include <map>
 #include <set>
+#include <string>
 
 #include "engine/model/local_routed_experts.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -305,6 +307,43 @@ TEST_F(CudaExpertsTest, ErrorsAreReportedNotCrashed) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(gpu_->SetExpert(1, 99, RandomMlp(shape_, rng_)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(gpu_->Compute(b.View(3, 64), out).ok());
+}
+
+// Raw checkpoint bytes are uploaded unconverted, so NaN/inf codes and bad FP8 block scales are
+// caught on the host: DATA_LOSS naming the tensor and element, nothing uploaded (the expert keeps
+// its previous weights and still matches the CPU reference).
+TEST_F(CudaExpertsTest, NonFiniteWeightBytesAreDataLossAndLeaveTheExpertAsItWas) {
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kFP8Block);
+  MlpWeights mlp = RandomMlp(shape_, rng_);
+  auto gate = QuantizeFp8Block(mlp.gate_proj), up = QuantizeFp8Block(mlp.up_proj), down = QuantizeFp8Block(mlp.down_proj);
+  auto upload = [&] {
+    return gpu_->SetExpertFromBytes(1, 0, {DType::kF8E4M3, AsBytes(gate.values), AsBytes(up.values),
+                                           AsBytes(down.values), AsBytes(gate.scale_inv), AsBytes(up.scale_inv),
+                                           AsBytes(down.scale_inv)});
+  };
+  up.values[17] = 0xff;  // E4M3 NaN
+  absl::Status status = upload();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("layer 1 expert 0: up_proj element 17"), std::string::npos) << status;
+  up.values[17] = 0x38;
+  down.scale_inv[0] = -1.0f;
+  status = upload();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("down_proj_scale_inv block 0"), std::string::npos) << status;
+  down.scale_inv[0] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(upload().code(), absl::StatusCode::kDataLoss);
+  gpu_->set_path(ExpertGemmPath::kAuto);
+  EXPECT_LT(Compare(1, 3, 2), kBf16Tolerance);  // expert 0 of layer 1 still holds Build's weights
+  // bf16 bytes into bf16 storage go up unconverted too.
+  Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
+  std::vector<uint16_t> gate16(shape_.intermediate * shape_.hidden, 0x3f80), up16 = gate16,
+      down16(shape_.hidden * shape_.intermediate, 0x3f80);
+  down16.back() = 0x7f80;  // +inf
+  status = gpu_->SetExpertFromBytes(1, 0, {DType::kBF16, AsBytes(gate16), AsBytes(up16), AsBytes(down16), {}, {}, {}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("down_proj element " + std::to_string(down16.size() - 1)), std::string::npos)
+      << status;
+  EXPECT_LT(Compare(1, 3, 2), kBf16Tolerance);
 }
 
 TEST_F(CudaExpertsTest, DeviceBatchRecordsExpertsNotHeld) {

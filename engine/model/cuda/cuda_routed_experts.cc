@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/core/status_macros.h"
 #include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/few_token_experts.h"
@@ -220,7 +222,38 @@ absl::Status CudaRoutedExperts::UploadTensor(std::span<const std::byte> bytes, D
   return absl::InternalError("unknown expert format");
 }
 
+namespace {
+
+// Raw checkpoint bytes go to the device unconverted, so their values are checked here, as
+// Checkpoint::LoadFloat checks the CPU engine's: NaN/inf weights, and FP8 block scales that are
+// not finite and >= 0, are DATA_LOSS naming the tensor and element (before anything is uploaded).
+absl::Status CheckStoredValues(absl::string_view tensor, DType dtype, std::span<const std::byte> bytes,
+                               std::span<const std::byte> scale) {
+  if (std::optional<size_t> bad = FirstNonFiniteStored(dtype, bytes.data(), bytes.size() / DTypeSize(dtype))) {
+    return absl::DataLossError(absl::StrCat(tensor, " element ", *bad, " is NaN or infinite (",
+                                            std::string(DTypeName(dtype)), ")"));
+  }
+  for (size_t i = 0; i + 4 <= scale.size(); i += 4) {
+    float value;
+    std::memcpy(&value, scale.data() + i, 4);
+    if (!std::isfinite(value) || value < 0.0f) {
+      return absl::DataLossError(absl::StrCat(tensor, "_scale_inv block ", i / 4, " is ", value,
+                                              " (FP8 block scales must be finite and >= 0)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status CudaRoutedExperts::SetExpertFromBytes(int64_t layer, int32_t expert, const ExpertTensorBytes& bytes) {
+  const std::string what = absl::StrCat("layer ", layer, " expert ", expert, ": ");
+  auto annotate = [&](absl::Status status) {
+    return status.ok() ? status : absl::Status(status.code(), what + std::string(status.message()));
+  };
+  EXPERTMESH_RETURN_IF_ERROR(annotate(CheckStoredValues("gate_proj", bytes.dtype, bytes.gate, bytes.gate_scale)));
+  EXPERTMESH_RETURN_IF_ERROR(annotate(CheckStoredValues("up_proj", bytes.dtype, bytes.up, bytes.up_scale)));
+  EXPERTMESH_RETURN_IF_ERROR(annotate(CheckStoredValues("down_proj", bytes.dtype, bytes.down, bytes.down_scale)));
   std::lock_guard<std::mutex> lock(mutex_);
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
   const bool fp8_source = bytes.dtype == DType::kF8E4M3;
@@ -233,10 +266,6 @@ absl::Status CudaRoutedExperts::SetExpertFromBytes(int64_t layer, int32_t expert
                          : options_.format == GpuExpertFormat::kFP8Block ? 1 : 2;
   auto* gate_up = static_cast<std::byte*>(storage->gate_up.data());
   const bool fp8_target = options_.format == GpuExpertFormat::kFP8Block;
-  const std::string what = absl::StrCat("layer ", layer, " expert ", expert, ": ");
-  auto annotate = [&](absl::Status status) {
-    return status.ok() ? status : absl::Status(status.code(), what + std::string(status.message()));
-  };
   EXPERTMESH_RETURN_IF_ERROR(annotate(UploadTensor(bytes.gate, bytes.dtype, i, h, bytes.gate_scale, gate_up, stream_)));
   EXPERTMESH_RETURN_IF_ERROR(
       annotate(UploadTensor(bytes.up, bytes.dtype, i, h, bytes.up_scale, gate_up + i * h * element, stream_)));

@@ -124,7 +124,8 @@ class CudaRoutedExperts final : public RoutedExperts {
   // converted to the format (kFP8Block needs SetExpertFromBytes with FP8 bytes).
   absl::Status SetExpert(int64_t layer, int32_t expert, const MlpWeights& weights);
   // Same from stored bytes: bf16/f32 into kBF16 or kF32 (converted on the way), FP8 into kFP8Block
-  // as is or into kBF16 dequantized. Sizes are checked against the options.
+  // as is or into kBF16 dequantized. Sizes are checked against the options (INVALID_ARGUMENT);
+  // NaN/inf values and FP8 block scales not finite and >= 0 are DATA_LOSS, and nothing is uploaded.
   absl::Status SetExpertFromBytes(int64_t layer, int32_t expert, const ExpertTensorBytes& bytes);
 
   // Device storage of an expert (created, uninitialised, if new): for in-place writers such as

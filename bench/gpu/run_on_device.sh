@@ -14,7 +14,8 @@
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, the expert benchmark's main paths at 1-16k tokens (uniform and
-#          skewed routing), then the model and services tests.
+#          skewed routing), ncu of the few-token FP8 kernels (both E4M3 decodes), then the model and
+#          services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
 #          attention-svc on GPU 0 and one expert shard on each other GPU (batches 1, 16, 64, 128).
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
@@ -122,8 +123,9 @@ fi
 
 if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skewed routing) first, then the model tests
   step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
-  step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 1,16,256,4096,16384 --variants \
-    few-tokens,cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
+  step expert_bench 200 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,256,4096,16384 --variants \
+    few-tokens,few-tokens-integer-fp8,cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto \
+    --tsv "$OUT/expert_bench.tsv"
   bench_rows expert_bench
   step expert_bench_skew1 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_skew1.tsv"
@@ -134,6 +136,10 @@ if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skew
     --section InstructionStats --section WarpStateStats --section Occupancy --kernel-name regex:FewToken \
     --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants few-tokens
   cp "$LOGS/ncu_few_token_fp8.log" "$OUT/ncu_few_token_fp8.txt"
+  step ncu_few_token_fp8_integer 120 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section WarpStateStats --kernel-name regex:FewToken --launch-skip 20 --launch-count 2 \
+    "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants few-tokens-integer-fp8
+  cp "$LOGS/ncu_few_token_fp8_integer.log" "$OUT/ncu_few_token_fp8_integer.txt"
   for t in cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
     step "$t" 150 "$B/$t" --gtest_color=no
   done

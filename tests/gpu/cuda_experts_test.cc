@@ -394,6 +394,27 @@ TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
   }
 }
 
+// The FP8 few-token kernels' integer E4M3 decode gives the conversion instruction's results bit for
+// bit (the decoded values are exact multiples of 2^-8 of them and the block scales carry the 2^8).
+TEST_F(CudaExpertsTest, FewTokenIntegerFp8DecodeEqualsTheConversionBitForBit) {
+  for (const Shape& s : {Shape{64, 32, 8}, Shape{1024, 512, 16}}) {
+    Build(s, GpuExpertFormat::kFP8Block);
+    gpu_->set_path(ExpertGemmPath::kFewTokens);
+    for (int64_t tokens = 1; tokens <= 4; ++tokens) {
+      std::vector<int32_t> every(s.experts);
+      for (int32_t e = 0; e < s.experts; ++e) every[e] = e;
+      const Batch b = RandomBatch(tokens, 3, every, s.hidden, rng_);
+      std::vector<float> converted(tokens * s.hidden, 0.0f), decoded(tokens * s.hidden, 0.0f);
+      gpu_->set_few_token_fp8_integer_decode(false);
+      ASSERT_TRUE(gpu_->Compute(b.View(1, s.hidden), converted).ok());
+      gpu_->set_few_token_fp8_integer_decode(true);
+      ASSERT_TRUE(gpu_->Compute(b.View(1, s.hidden), decoded).ok());
+      EXPECT_EQ(decoded, converted) << "hidden " << s.hidden << " tokens " << tokens;
+      EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance) << "hidden " << s.hidden << " tokens " << tokens;
+    }
+  }
+}
+
 // Asked for explicitly, the few-token path refuses what it cannot take; kAuto then falls back.
 TEST_F(CudaExpertsTest, FewTokenPathRefusesWhatItCannotTake) {
   Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);

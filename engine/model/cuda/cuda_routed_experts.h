@@ -69,6 +69,9 @@ struct CudaExpertOptions {
   // Few-token kernels: the down kernel is a programmatic dependent launch (starts while gate/up
   // finishes). false: plain stream order, kept for side-by-side benchmarks.
   bool programmatic_launch = true;
+  // Few-token kernels, FP8 experts: E4M3 decoded with integer ops instead of the conversion
+  // instruction (cuda::FewTokenExpertBatch::fp8_integer_decode; identical results).
+  bool few_token_fp8_integer_decode = false;
   bool batched_cublas = true;
   // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
@@ -151,6 +154,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
+  void set_few_token_fp8_integer_decode(bool integer) { options_.few_token_fp8_integer_decode = integer; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on
   // first use), else why not.

@@ -94,13 +94,46 @@ __device__ __forceinline__ float HalfFp8PairDot(uint32_t two_fp8, uint32_t half_
   return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
 }
 
+// Integer decode of E4M3 (kIntegerDecode): two of the four codes in `four_fp8` (bytes `selector`
+// picks) become an f16 pair worth exactly code * 2^-8 (sign stays, the 7 magnitude bits drop one
+// place into f16's exponent and mantissa; subnormals map to f16 subnormals), with a byte permute,
+// a shift and logic ops instead of the conversion instruction. The 2^8 goes into the block scale.
+// NaN codes do not survive (they are rejected when weights are loaded).
+__device__ __forceinline__ uint32_t ScaledHalfPair(uint32_t four_fp8, uint32_t selector) {
+  const uint32_t spread = __byte_perm(four_fp8, 0u, selector);  // codes at bits 8-15 and 24-31
+  return (spread & 0x80008000u) | ((spread >> 1) & 0x3f803f80u);
+}
+constexpr uint32_t kLowCodes = 0x1404, kHighCodes = 0x3424;  // codes 0,1 and 2,3 of a word
+
+__device__ __forceinline__ float HalfPairDot(uint32_t w_pair, uint32_t x_pair, float acc) {
+  __half2 w2, x2;
+  *reinterpret_cast<uint32_t*>(&w2) = w_pair;
+  *reinterpret_cast<uint32_t*>(&x2) = x_pair;
+  const float2 w = __half22float2(w2), x = __half22float2(x2);
+  return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
+}
+
+// What the integer decode's block scales are multiplied by.
+template <bool kIntegerDecode>
+constexpr float kDecodeScale = kIntegerDecode ? 256.0f : 1.0f;
+
 // 8 bf16 weights (kFp8 = false) or 16 E4M3 weights (true) times the matching 16-bit values at
 // `row` (16-byte aligned; shared memory, or global memory read through the non-coherent cache).
-template <bool kFp8, bool kGlobal>
+template <bool kFp8, bool kGlobal, bool kIntegerDecode>
 __device__ __forceinline__ float DotPiece(const uint4& w, const uint16_t* row) {
   const auto* pieces = reinterpret_cast<const uint4*>(row);
   const uint4 x0 = kGlobal ? __ldg(pieces) : pieces[0];
-  if constexpr (kFp8) {
+  if constexpr (kFp8 && kIntegerDecode) {
+    const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
+    float acc = HalfPairDot(ScaledHalfPair(w.x, kLowCodes), x0.x, 0.0f);
+    acc = HalfPairDot(ScaledHalfPair(w.x, kHighCodes), x0.y, acc);
+    acc = HalfPairDot(ScaledHalfPair(w.y, kLowCodes), x0.z, acc);
+    acc = HalfPairDot(ScaledHalfPair(w.y, kHighCodes), x0.w, acc);
+    acc = HalfPairDot(ScaledHalfPair(w.z, kLowCodes), x1.x, acc);
+    acc = HalfPairDot(ScaledHalfPair(w.z, kHighCodes), x1.y, acc);
+    acc = HalfPairDot(ScaledHalfPair(w.w, kLowCodes), x1.z, acc);
+    return HalfPairDot(ScaledHalfPair(w.w, kHighCodes), x1.w, acc);
+  } else if constexpr (kFp8) {
     const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
     float acc = HalfFp8PairDot(w.x & 0xffffu, x0.x, 0.0f);
     acc = HalfFp8PairDot(w.x >> 16, x0.y, acc);
@@ -200,7 +233,7 @@ __device__ void DecodeRouting(const FewTokenExpertBatch& batch, Routing& routing
 
 // ---- gate/up: h[slot, j] = silu(x_t . gate_j) * (x_t . up_j) ------------------------------
 
-template <bool kFp8>
+template <bool kFp8, bool kIntegerDecode>
 __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, const Routing& routing, int entry,
                                           int j, const uint16_t* x_rows, int lane) {
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
@@ -235,19 +268,20 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
       if (piece >= pieces) break;
       float gate_block_scale = 1.0f, up_block_scale = 1.0f;
       if constexpr (kFp8) {
-        gate_block_scale = __ldg(gate_scale + piece / 8);  // 8 pieces of 16 per 128-wide block
-        up_block_scale = __ldg(up_scale + piece / 8);
+        // 8 pieces of 16 per 128-wide block
+        gate_block_scale = __ldg(gate_scale + piece / 8) * kDecodeScale<kIntegerDecode>;
+        up_block_scale = __ldg(up_scale + piece / 8) * kDecodeScale<kIntegerDecode>;
       }
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
         if (!(tokens >> t & 1u)) continue;
         const uint16_t* x = x_rows + t * hidden + piece * kValuesPerPiece<kFp8>;
         if constexpr (kFp8) {
-          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false>(gate[q], x), gate_acc[t]);
-          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false>(up[q], x), up_acc[t]);
+          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false, kIntegerDecode>(gate[q], x), gate_acc[t]);
+          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false, kIntegerDecode>(up[q], x), up_acc[t]);
         } else {
-          gate_acc[t] += DotPiece<kFp8, false>(gate[q], x);
-          up_acc[t] += DotPiece<kFp8, false>(up[q], x);
+          gate_acc[t] += DotPiece<kFp8, false, false>(gate[q], x);
+          up_acc[t] += DotPiece<kFp8, false, false>(up[q], x);
         }
       }
     }
@@ -263,7 +297,7 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
   }
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kIntegerDecode>
 __global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTokenExpertBatch batch) {
   __shared__ Routing routing;
   extern __shared__ uint4 dynamic_shared[];
@@ -286,13 +320,13 @@ __global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTok
   // Consecutive tasks go to different blocks, so every multiprocessor streams every expert.
   for (int task = warp * gridDim.x + blockIdx.x; task < tasks; task += gridDim.x * kWarps) {
     const int entry = task / intermediate;
-    GateUpRow<kFp8>(batch, routing, entry, task - entry * intermediate, x_rows, lane);
+    GateUpRow<kFp8, kIntegerDecode>(batch, routing, entry, task - entry * intermediate, x_rows, lane);
   }
 }
 
 // ---- down + combine: out[t, i] (+)= sum over entries of weight * (h_row . down_i) ---------
 
-template <bool kFp8>
+template <bool kFp8, bool kIntegerDecode>
 __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const Routing& routing, int i,
                                         const uint16_t* h_rows, int lane) {
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
@@ -322,12 +356,12 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
       for (int q = 0; q < kDownUnroll; ++q) {
         const int piece = first + 32 * q;
         if (piece >= pieces) break;
-        const float block_scale = kFp8 ? __ldg(scale + piece / 8) : 1.0f;
+        const float block_scale = kFp8 ? __ldg(scale + piece / 8) * kDecodeScale<kIntegerDecode> : 1.0f;
 #pragma unroll
         for (int t = 0; t < kMaxTokens; ++t) {
           if (!(tokens >> t & 1u)) continue;
           const uint16_t* h = h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>;
-          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h), acc[t]);
+          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true, kIntegerDecode>(w[q], h), acc[t]);
         }
       }
     }
@@ -344,7 +378,7 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
   }
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kIntegerDecode>
 __global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
   __shared__ Routing routing;
   // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
@@ -363,7 +397,7 @@ __global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewToken
   WaitForPrimaryGrid();  // h is written by the gate/up kernel
   // h rows are read through L1 (a few KB each, reused by every task of the block).
   for (int task = first_task; task < hidden; task += gridDim.x * kWarps) {
-    DownRow<kFp8>(batch, routing, task, batch.h, lane);
+    DownRow<kFp8, kIntegerDecode>(batch, routing, task, batch.h, lane);
   }
 }
 
@@ -414,8 +448,9 @@ absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden,
 
 absl::Status PrepareFewTokenExpertKernels() {
   for (const void* kernel :
-       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>),
-        reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
+       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false, false>),
+        reinterpret_cast<const void*>(FewTokenGateUpKernel<true, false>),
+        reinterpret_cast<const void*>(FewTokenGateUpKernel<true, true>)}) {
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxDynamicShared),
         "cudaFuncSetAttribute(few-token experts)"));
@@ -435,6 +470,29 @@ absl::Status PreparedOn(int device) {
   return it->second;
 }
 
+template <bool kFp8, bool kIntegerDecode>
+absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
+  const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8, kIntegerDecode>);
+  const auto* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode>);
+  EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
+  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(device, down, 0));
+  // One wave: every block resident at once (the down kernel may start while gate/up finishes).
+  FewTokenGateUpKernel<kFp8, kIntegerDecode>
+      <<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
+  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FewTokenGateUpKernel"));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(down_blocks * sm_count));
+  config.blockDim = dim3(kThreads);
+  config.stream = AsStream(stream);
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = batch.programmatic_launch ? 1 : 0;
+  return CudaStatus(cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode>, batch),
+                    "FewTokenDownKernel");
+}
+
 }  // namespace
 
 absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_count, void* stream) {
@@ -449,31 +507,9 @@ absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_coun
   int device = 0;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetDevice(&device), "cudaGetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(PreparedOn(device));
-  const void* gate_up = batch.fp8 ? reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)
-                                  : reinterpret_cast<const void*>(FewTokenGateUpKernel<false>);
-  const void* down = batch.fp8 ? reinterpret_cast<const void*>(FewTokenDownKernel<true>)
-                               : reinterpret_cast<const void*>(FewTokenDownKernel<false>);
-  EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
-  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(device, down, 0));
-  // One wave: every block resident at once (the down kernel may start while gate/up finishes).
-  if (batch.fp8) {
-    FewTokenGateUpKernel<true><<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
-  } else {
-    FewTokenGateUpKernel<false><<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
-  }
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FewTokenGateUpKernel"));
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(down_blocks * sm_count));
-  config.blockDim = dim3(kThreads);
-  config.stream = AsStream(stream);
-  cudaLaunchAttribute attribute = {};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = batch.programmatic_launch ? 1 : 0;
-  const cudaError_t launched = batch.fp8 ? cudaLaunchKernelEx(&config, FewTokenDownKernel<true>, batch)
-                                         : cudaLaunchKernelEx(&config, FewTokenDownKernel<false>, batch);
-  return CudaStatus(launched, "FewTokenDownKernel");
+  if (!batch.fp8) return LaunchKernels<false, false>(batch, device, sm_count, stream);
+  if (batch.fp8_integer_decode) return LaunchKernels<true, true>(batch, device, sm_count, stream);
+  return LaunchKernels<true, false>(batch, device, sm_count, stream);
 }
 
 }  // namespace expertmesh::cuda

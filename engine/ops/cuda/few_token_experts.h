@@ -29,6 +29,9 @@ struct FewTokenExpertBatch {
   const float* const* gate_up_scale = nullptr;
   const float* const* down_scale = nullptr;
   bool fp8 = false;
+  // FP8: decode E4M3 with integer ops (byte permute, shift, logic) instead of the conversion
+  // instruction; the same products bit for bit (NaN codes aside, which loading rejects).
+  bool fp8_integer_decode = false;
   // Scratch for the SwiGLU output, [tokens * top_k, intermediate] 16-bit (bf16; f16 for FP8).
   uint16_t* h = nullptr;
   float* output = nullptr;  // [tokens, hidden]: = or += sum_k gate_weight * expert(x)

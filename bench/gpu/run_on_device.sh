@@ -13,9 +13,9 @@
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
-#   validate: the expert tests, the expert benchmark's main paths at 1-16k tokens (uniform and
-#          skewed routing), ncu of the few-token FP8 kernels (both E4M3 decodes), then the model and
-#          services tests.
+#   validate: the expert tests, decode speeds (few-token kernels, both FP8 E4M3 decodes), ncu of
+#          the few-token FP8 kernels at 1 token, prefill speeds (uniform and skewed routing), then
+#          the model and services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
 #          attention-svc on GPU 0 and one expert shard on each other GPU (batches 1, 16, 64, 128).
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services
@@ -121,26 +121,26 @@ if [[ $mode == followup ]]; then  # after a fix: W8A8, float32 services (micro-b
   exit 0
 fi
 
-if [[ $mode == validate ]]; then  # expert tests and benchmark (uniform and skewed routing) first, then the model tests
+if [[ $mode == validate ]]; then  # most wanted first (device calls are often cut short): expert tests, decode, profiles, prefill, model tests
   step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
-  step expert_bench 200 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4,16,256,4096,16384 --variants \
-    few-tokens,few-tokens-integer-fp8,cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto \
-    --tsv "$OUT/expert_bench.tsv"
+  step expert_bench_decode 90 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4 --variants \
+    few-tokens,few-tokens-integer-fp8,auto --tsv "$OUT/expert_bench_decode.tsv"
+  bench_rows expert_bench_decode
+  # Where the few-token FP8 kernels' time goes at 1 token (issue, pipes, stalls), with either E4M3 decode.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  for variant in few-tokens few-tokens-integer-fp8; do
+    step "ncu_$variant" 90 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section InstructionStats --section WarpStateStats --section Occupancy --kernel-name regex:FewToken \
+      --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants "$variant"
+    cp "$LOGS/ncu_$variant.log" "$OUT/ncu_fp8_1token_$variant.txt"
+  done
+  step expert_bench 150 "$B/gpu_expert_bench" --no-blend --tokens 16,256,4096,16384 --variants \
+    cublas-batched-one-bucket,cublas-batched,cublas-fp8-w8a8,auto-bf16-activations,auto --tsv "$OUT/expert_bench.tsv"
   bench_rows expert_bench
   step expert_bench_skew1 90 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
     --variants cublas-batched-one-bucket,cublas-batched,auto --tsv "$OUT/expert_bench_skew1.tsv"
   bench_rows expert_bench_skew1
-  # Where the few-token FP8 kernels' time goes at 1 token (issue, pipes, stalls): 61% of copy in run 6.
-  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-  step ncu_few_token_fp8 120 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
-    --section InstructionStats --section WarpStateStats --section Occupancy --kernel-name regex:FewToken \
-    --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants few-tokens
-  cp "$LOGS/ncu_few_token_fp8.log" "$OUT/ncu_few_token_fp8.txt"
-  step ncu_few_token_fp8_integer 120 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
-    --section InstructionStats --section WarpStateStats --kernel-name regex:FewToken --launch-skip 20 --launch-count 2 \
-    "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants few-tokens-integer-fp8
-  cp "$LOGS/ncu_few_token_fp8_integer.log" "$OUT/ncu_few_token_fp8_integer.txt"
-  for t in cuda_fp8_products_test gpu_model_test gpu_micro_batch_test gpu_fixture_test; do
+  for t in gpu_model_test gpu_micro_batch_test cuda_fp8_products_test gpu_fixture_test; do
     step "$t" 150 "$B/$t" --gtest_color=no
   done
   step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no

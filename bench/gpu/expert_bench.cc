@@ -4,8 +4,9 @@
 // device) for decode (1-256 tokens: touched expert weight bytes / time vs copy bandwidth) and
 // prefill (4k-16k tokens: TFLOP/s vs the cuBLAS ceiling) on every product path, and the
 // Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
-// --quick: V2-Lite only; --v3-only, --fp8-only (V3 FP8 alone), --no-blend, --tokens 1,4 and --variants direct-mma,auto narrow a
-// run (for profilers); --routing-skew S routes by uneven expert popularity (see RandomRouting).
+// --quick: V2-Lite only; --v3-only, --fp8-only (V3 FP8 alone), --no-blend, --tokens 1,4 and
+// --variants direct-mma,auto narrow a run (for profilers); --routing-skew S routes by uneven expert
+// popularity (see RandomRouting).
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -16,11 +16,17 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status_macros.h"
 #include "engine/ops/cuda/cuda_status.h"
+#include "engine/ops/cuda/few_token_dot.cuh"
 #include "engine/ops/cuda/few_token_experts.h"
 #include "engine/ops/cuda/warp_mma.cuh"
 
 namespace expertmesh::cuda {
 namespace {
+
+using few_token::DotPiece;
+using few_token::kDecodeScale;
+using few_token::kValuesPerPiece;
+using few_token::kWeightBytes;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
@@ -75,86 +81,6 @@ __device__ __forceinline__ float WarpSum(float value) {
   for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
   return value;
 }
-
-// ---- dot products of one 16-byte weight piece with 16-bit rows in shared memory ------------
-
-__device__ __forceinline__ float Bf16Low(uint32_t pair) { return __uint_as_float(pair << 16); }
-__device__ __forceinline__ float Bf16High(uint32_t pair) { return __uint_as_float(pair & 0xffff0000u); }
-
-__device__ __forceinline__ float Bf16PairDot(uint32_t w, uint32_t x, float acc) {
-  return fmaf(Bf16High(w), Bf16High(x), fmaf(Bf16Low(w), Bf16Low(x), acc));
-}
-
-__device__ __forceinline__ float HalfFp8PairDot(uint32_t two_fp8, uint32_t half_pair, float acc) {
-  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_fp8), __NV_E4M3);
-  const float2 w = __half22float2(__half2(raw));
-  __half2 x_pair;
-  *reinterpret_cast<uint32_t*>(&x_pair) = half_pair;
-  const float2 x = __half22float2(x_pair);
-  return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
-}
-
-// Integer decode of E4M3 (kIntegerDecode): two of the four codes in `four_fp8` (bytes `selector`
-// picks) become an f16 pair worth exactly code * 2^-8 (sign stays, the 7 magnitude bits drop one
-// place into f16's exponent and mantissa; subnormals map to f16 subnormals), with a byte permute,
-// a shift and logic ops instead of the conversion instruction. The 2^8 goes into the block scale.
-// NaN codes do not survive (they are rejected when weights are loaded).
-__device__ __forceinline__ uint32_t ScaledHalfPair(uint32_t four_fp8, uint32_t selector) {
-  const uint32_t spread = __byte_perm(four_fp8, 0u, selector);  // codes at bits 8-15 and 24-31
-  return (spread & 0x80008000u) | ((spread >> 1) & 0x3f803f80u);
-}
-constexpr uint32_t kLowCodes = 0x1404, kHighCodes = 0x3424;  // codes 0,1 and 2,3 of a word
-
-__device__ __forceinline__ float HalfPairDot(uint32_t w_pair, uint32_t x_pair, float acc) {
-  __half2 w2, x2;
-  *reinterpret_cast<uint32_t*>(&w2) = w_pair;
-  *reinterpret_cast<uint32_t*>(&x2) = x_pair;
-  const float2 w = __half22float2(w2), x = __half22float2(x2);
-  return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
-}
-
-// What the integer decode's block scales are multiplied by.
-template <bool kIntegerDecode>
-constexpr float kDecodeScale = kIntegerDecode ? 256.0f : 1.0f;
-
-// 8 bf16 weights (kFp8 = false) or 16 E4M3 weights (true) times the matching 16-bit values at
-// `row` (16-byte aligned; shared memory, or global memory read through the non-coherent cache).
-template <bool kFp8, bool kGlobal, bool kIntegerDecode>
-__device__ __forceinline__ float DotPiece(const uint4& w, const uint16_t* row) {
-  const auto* pieces = reinterpret_cast<const uint4*>(row);
-  const uint4 x0 = kGlobal ? __ldg(pieces) : pieces[0];
-  if constexpr (kFp8 && kIntegerDecode) {
-    const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
-    float acc = HalfPairDot(ScaledHalfPair(w.x, kLowCodes), x0.x, 0.0f);
-    acc = HalfPairDot(ScaledHalfPair(w.x, kHighCodes), x0.y, acc);
-    acc = HalfPairDot(ScaledHalfPair(w.y, kLowCodes), x0.z, acc);
-    acc = HalfPairDot(ScaledHalfPair(w.y, kHighCodes), x0.w, acc);
-    acc = HalfPairDot(ScaledHalfPair(w.z, kLowCodes), x1.x, acc);
-    acc = HalfPairDot(ScaledHalfPair(w.z, kHighCodes), x1.y, acc);
-    acc = HalfPairDot(ScaledHalfPair(w.w, kLowCodes), x1.z, acc);
-    return HalfPairDot(ScaledHalfPair(w.w, kHighCodes), x1.w, acc);
-  } else if constexpr (kFp8) {
-    const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
-    float acc = HalfFp8PairDot(w.x & 0xffffu, x0.x, 0.0f);
-    acc = HalfFp8PairDot(w.x >> 16, x0.y, acc);
-    acc = HalfFp8PairDot(w.y & 0xffffu, x0.z, acc);
-    acc = HalfFp8PairDot(w.y >> 16, x0.w, acc);
-    acc = HalfFp8PairDot(w.z & 0xffffu, x1.x, acc);
-    acc = HalfFp8PairDot(w.z >> 16, x1.y, acc);
-    acc = HalfFp8PairDot(w.w & 0xffffu, x1.z, acc);
-    return HalfFp8PairDot(w.w >> 16, x1.w, acc);
-  } else {
-    float acc = Bf16PairDot(w.x, x0.x, 0.0f);
-    acc = Bf16PairDot(w.y, x0.y, acc);
-    acc = Bf16PairDot(w.z, x0.z, acc);
-    return Bf16PairDot(w.w, x0.w, acc);
-  }
-}
-
-template <bool kFp8>
-constexpr int kValuesPerPiece = kFp8 ? 16 : 8;
-template <bool kFp8>
-constexpr int kWeightBytes = kFp8 ? 1 : 2;
 
 // ---- routing ------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 // Scalar conversions between the checkpoint dtypes and float32.
 #include "engine/core/dtype.h"
 
-#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>

@@ -99,8 +99,8 @@ TEST(DTypeTest, FirstNonFiniteStoredAgreesWithTheDecodedValueForEveryCode) {
   }
 }
 
-// Long tensors are checked in chunks: the first bad element is found past chunk boundaries and
-// in a short last chunk, and a clean tensor of any length passes.
+// Long tensors are checked in 64-byte blocks: the first bad element is found past block boundaries
+// and in the tail after the last whole block, and a clean tensor of any length passes.
 TEST(DTypeTest, FirstNonFiniteStoredFindsTheFirstBadElementOfALongTensor) {
   std::vector<uint8_t> fp8(10007, 0x38);  // 1.0
   const auto* bytes = reinterpret_cast<const std::byte*>(fp8.data());

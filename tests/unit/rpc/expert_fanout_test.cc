@@ -71,7 +71,7 @@ std::vector<float> Logits(const DeepseekModel& model, int64_t micro_batches) {
   const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4}, {5}, {60, 61}};
   std::vector<LatentKvCache> caches;
   std::vector<SequenceInput> inputs;
-  for (const auto& prompt : prompts) caches.push_back(model.NewCache());
+  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(model.NewCache());
   for (size_t i = 0; i < prompts.size(); ++i) inputs.push_back({&caches[i], prompts[i], true});
   StepOptions options;
   options.micro_batches = micro_batches;

@@ -214,8 +214,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // phase-1 launch shape) and with the compact grid (only experts with rows, adaptive split-k).
     // The compact grid also with register weight loads instead of the cp.async rings.
     // The few-token kernels (<= 4 tokens) with the down kernel launched as a programmatic
-    // dependent and in plain stream order, and (FP8) with the integer E4M3 decode. "auto" is what
-    // the services run.
+    // dependent and in plain stream order, (FP8) with the integer E4M3 decode, and with rows split
+    // across warps where they are fewer than the grid's warps. "auto" is what the services run.
     struct Variant {
       ExpertGemmPath path;
       bool compact;
@@ -225,6 +225,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool fp8_activations = true;
       int row_buckets = 4;
       bool fp8_integer_decode = false;
+      int warps_per_row = 1;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -236,6 +237,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-integer-fp8", true, true, 4, true},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-split-rows", true, true, 4, false, 0},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-split-rows-integer-fp8", true, true, 4,
+                                 true, 0},
                                 {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
@@ -255,6 +259,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_fp8_activations(variant.fp8_activations);
       experts.set_batched_row_buckets(variant.row_buckets);
       experts.set_few_token_fp8_integer_decode(variant.fp8_integer_decode);
+      experts.set_few_token_warps_per_row(variant.warps_per_row);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first
         // use, which a serving process pays once per shape, not per call (see BucketExpertsByRows).

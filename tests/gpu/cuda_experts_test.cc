@@ -394,6 +394,27 @@ TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
   }
 }
 
+// Rows split across 2 warps of a block (always, or where the row count allows: 0), each warp
+// reading half a row and the first adding the partial sums: the same products as the CPU.
+TEST_F(CudaExpertsTest, FewTokenRowsSplitAcrossWarpsMatchCpu) {
+  for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
+    for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 144, 8}, Shape{1024, 512, 16}}) {
+      Build(s, format);
+      gpu_->set_path(ExpertGemmPath::kFewTokens);
+      for (int warps_per_row : {2, 0}) {
+        gpu_->set_few_token_warps_per_row(warps_per_row);
+        for (int64_t tokens : {1, 4}) {
+          for (int64_t layer : {1, 3}) {
+            EXPECT_LT(Compare(layer, tokens, 3), kBf16Tolerance) << "format " << int(format) << " hidden " << s.hidden
+                                                                << " warps per row " << warps_per_row << " tokens "
+                                                                << tokens << " layer " << layer;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The FP8 few-token kernels' integer E4M3 decode gives the conversion instruction's results bit for
 // bit (the decoded values are exact multiples of 2^-8 of them and the block scales carry the 2^8).
 TEST_F(CudaExpertsTest, FewTokenIntegerFp8DecodeEqualsTheConversionBitForBit) {
@@ -424,6 +445,10 @@ TEST_F(CudaExpertsTest, FewTokenPathRefusesWhatItCannotTake) {
   EXPECT_EQ(gpu_->Compute(five.View(1, 64), out).code(), absl::StatusCode::kFailedPrecondition);
   Batch wide = RandomBatch(1, 17, {0, 1, 2, 3, 4, 5, 6, 7}, 64, rng_);  // top_k above 16
   EXPECT_EQ(gpu_->Compute(wide.View(1, 64), std::span(out.data(), 64)).code(), absl::StatusCode::kFailedPrecondition);
+  gpu_->set_few_token_warps_per_row(3);  // not 0, 1 or 2
+  Batch fits = RandomBatch(1, 2, {0, 1, 2, 3}, 64, rng_);
+  EXPECT_EQ(gpu_->Compute(fits.View(1, 64), std::span(out.data(), 64)).code(), absl::StatusCode::kInvalidArgument);
+  gpu_->set_few_token_warps_per_row(1);
   // FP8 rows of 136 bytes are not whole 16-value pieces.
   Build(Shape{320, 136, 8}, GpuExpertFormat::kFP8Block);
   gpu_->set_path(ExpertGemmPath::kFewTokens);

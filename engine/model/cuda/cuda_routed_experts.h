@@ -72,6 +72,9 @@ struct CudaExpertOptions {
   // Few-token kernels, FP8 experts: E4M3 decoded with integer ops instead of the conversion
   // instruction (cuda::FewTokenExpertBatch::fp8_integer_decode; identical results).
   bool few_token_fp8_integer_decode = false;
+  // Few-token kernels: warps sharing each output row (cuda::FewTokenExpertBatch::warps_per_row;
+  // 0 = two warps per row where the rows are at most half the grid's warps).
+  int few_token_warps_per_row = 1;
   bool batched_cublas = true;
   // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
@@ -155,6 +158,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
   void set_few_token_fp8_integer_decode(bool integer) { options_.few_token_fp8_integer_decode = integer; }
+  void set_few_token_warps_per_row(int warps) { options_.few_token_warps_per_row = warps; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on
   // first use), else why not.

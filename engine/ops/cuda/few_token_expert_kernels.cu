@@ -18,39 +18,28 @@
 #include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/few_token_dot.cuh"
 #include "engine/ops/cuda/few_token_experts.h"
+#include "engine/ops/cuda/few_token_routing.cuh"
 #include "engine/ops/cuda/warp_mma.cuh"
 
 namespace expertmesh::cuda {
 namespace {
 
+using few_token::DecodeRouting;
 using few_token::DotPiece;
 using few_token::kDecodeScale;
+using few_token::kMaxTokens;
 using few_token::kValuesPerPiece;
 using few_token::kWeightBytes;
+using few_token::Routing;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxTokens = static_cast<int>(kFewTokenMaxTokens);
-constexpr int kMaxSlots = static_cast<int>(kFewTokenMaxTokens * kFewTokenMaxTopK);  // 64: two per lane
 // 16-byte weight loads in flight per lane (gate/up: per row, two rows), sized so two blocks of 512
 // threads fit each multiprocessor without spilling: 64 warps' worth of loads in flight per SM.
 template <bool kFp8>
 constexpr int kGateUpUnroll = kFp8 ? 2 : 4;
 constexpr int kDownUnroll = 4;
 constexpr int kMaxDynamicShared = 200 * 1024;
-
-static_assert(kMaxSlots <= 64, "routing decode handles two slots per lane");
-
-// The batch's routing as every block decodes it: `count` entries, one per distinct local expert
-// (a token naming the same expert twice adds its gate weights), each with the tokens it serves,
-// their summed gate weights and the batch slot whose h row holds that token's SwiGLU output.
-struct Routing {
-  int32_t count;
-  int32_t local[kMaxSlots];
-  uint32_t tokens[kMaxSlots];  // bit t: token t is routed to the entry
-  float weight[kMaxSlots][kMaxTokens];
-  int32_t slot[kMaxSlots][kMaxTokens];
-};
 
 __device__ __forceinline__ uint4 LoadStreaming(const uint4* pointer) {
   uint4 v;
@@ -82,86 +71,40 @@ __device__ __forceinline__ float WarpSum(float value) {
   return value;
 }
 
-// ---- routing ------------------------------------------------------------------------------
+// A row's weights split across the kGroupSize warps of a group (consecutive warps of one block):
+// each reads a slice of the row's 16-byte pieces and leaves its partial sums in shared memory,
+// where the group's first warp adds them in member order (deterministic). With fewer rows than
+// warps, splitting keeps every warp streaming instead of leaving some idle.
+template <int kGroupSize>
+struct WarpGroup {
+  int index, member;  // index: of the group within the block
+  __device__ explicit WarpGroup(int warp) : index(warp / kGroupSize), member(warp % kGroupSize) {}
+  static __device__ int Slice(int pieces) { return (pieces + kGroupSize - 1) / kGroupSize; }
+  __device__ int Begin(int pieces) const { return member * Slice(pieces); }
+  __device__ int End(int pieces) const { return min(pieces, (member + 1) * Slice(pieces)); }
+  // Waits for the group's warps (a named barrier per group; 0 is __syncthreads').
+  __device__ void Sync() const { asm volatile("bar.sync %0, %1;" ::"r"(1 + index), "r"(32 * kGroupSize) : "memory"); }
+};
 
-// Run by warp 0 of every block; lane l looks at slots l and l + 32.
-__device__ void DecodeRouting(const FewTokenExpertBatch& batch, Routing& routing, bool report_errors) {
-  const int lane = threadIdx.x & 31;
-  const int slots = static_cast<int>(batch.tokens * batch.top_k), top_k = static_cast<int>(batch.top_k);
-  const int n_routed = static_cast<int>(batch.n_routed);
-  int local[2];
-  float weight[2];
-  bool bad = false;
-#pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    const int s = lane + 32 * q;
-    local[q] = -1;
-    weight[q] = 0.0f;
-    if (s < slots) {
-      const int32_t id = batch.expert_ids[s];
-      if (id >= n_routed) {
-        bad = true;
-      } else if (id >= 0) {
-        local[q] = batch.slot_of_expert[id];
-        bad |= local[q] < 0;
-        weight[q] = batch.gate_weights[s];
-      }
-    }
-  }
-  if (report_errors && __any_sync(0xffffffffu, bad) && lane == 0) *batch.error = 1;
-  for (int d = lane; d < kMaxSlots; d += 32) {
-    routing.tokens[d] = 0;
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      routing.weight[d][t] = 0.0f;
-      routing.slot[d][t] = -1;
-    }
-  }
-  // For each of my slots: the first slot naming the same expert (the entry's leader), the first
-  // slot of the same token naming it, and that token's gate weights for it summed in slot order.
-  int first_of_expert[2] = {lane, lane + 32}, first_of_pair[2] = {lane, lane + 32};
-  float summed[2] = {0.0f, 0.0f};
-  for (int j = 0; j < slots; ++j) {
-    const int other = __shfl_sync(0xffffffffu, j < 32 ? local[0] : local[1], j & 31);
-    const float other_weight = __shfl_sync(0xffffffffu, j < 32 ? weight[0] : weight[1], j & 31);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int s = lane + 32 * q;
-      if (local[q] < 0 || other != local[q]) continue;
-      first_of_expert[q] = min(first_of_expert[q], j);
-      if (j / top_k == s / top_k) {
-        first_of_pair[q] = min(first_of_pair[q], j);
-        summed[q] += other_weight;
-      }
-    }
-  }
-  const uint32_t leaders_low = __ballot_sync(0xffffffffu, local[0] >= 0 && first_of_expert[0] == lane);
-  const uint32_t leaders_high = __ballot_sync(0xffffffffu, local[1] >= 0 && first_of_expert[1] == lane + 32);
-  const auto rank = [](uint32_t low, uint32_t high, int slot) {  // leaders before `slot`
-    return slot < 32 ? __popc(low & ((1u << slot) - 1u)) : __popc(low) + __popc(high & ((1u << (slot - 32)) - 1u));
-  };
-  __syncwarp();
-#pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    const int s = lane + 32 * q;
-    if (local[q] < 0) continue;
-    const int entry = rank(leaders_low, leaders_high, first_of_expert[q]);
-    if (first_of_expert[q] == s) routing.local[entry] = local[q];
-    if (first_of_pair[q] == s) {
-      const int t = s / top_k;
-      routing.weight[entry][t] = summed[q];
-      routing.slot[entry][t] = s;
-      atomicOr(&routing.tokens[entry], 1u << t);
-    }
-  }
-  if (lane == 0) routing.count = __popc(leaders_low) + __popc(leaders_high);
+// The group size: `requested` (1 or 2), or with 0 two warps per row where that still gives each
+// of `tasks` rows a group of a grid of `warps` warps.
+__host__ __device__ __forceinline__ int GroupSize(int requested, int tasks, int warps) {
+  if (requested != 0) return requested;
+  return tasks * 2 <= warps ? 2 : 1;
 }
+
+// Partial sums of the group members, double-buffered by task round so one barrier per task
+// suffices: a member writes buffer r % 2 only after the barrier of round r - 1, which the group's
+// first warp passes only once it has read that buffer in round r - 2.
+template <typename T>
+using GroupPartials = T[2][kWarps][kMaxTokens];
 
 // ---- gate/up: h[slot, j] = silu(x_t . gate_j) * (x_t . up_j) ------------------------------
 
-template <bool kFp8, bool kIntegerDecode>
+template <bool kFp8, bool kIntegerDecode, int kGroupSize>
 __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, const Routing& routing, int entry,
-                                          int j, const uint16_t* x_rows, int lane) {
+                                          int j, const uint16_t* x_rows, int lane, const WarpGroup<kGroupSize>& group,
+                                          float2 (&partials)[kWarps][kMaxTokens]) {
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
   const int local = routing.local[entry];
   const uint32_t tokens = routing.tokens[entry];
@@ -177,13 +120,15 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
     up_scale = batch.gate_up_scale[local] + ((intermediate + 127) / 128 + j / 128) * column_blocks;
   }
   const int pieces = hidden / kValuesPerPiece<kFp8>;
+  const int end = kGroupSize == 1 ? pieces : group.End(pieces);
   float gate_acc[kMaxTokens] = {}, up_acc[kMaxTokens] = {};
-  for (int first = lane; first < pieces; first += 32 * kGateUpUnroll<kFp8>) {
+  for (int first = (kGroupSize == 1 ? 0 : group.Begin(pieces)) + lane; first < end;
+       first += 32 * kGateUpUnroll<kFp8>) {
     uint4 gate[kGateUpUnroll<kFp8>], up[kGateUpUnroll<kFp8>];
 #pragma unroll
     for (int q = 0; q < kGateUpUnroll<kFp8>; ++q) {
       const int piece = first + 32 * q;
-      if (piece < pieces) {
+      if (piece < end) {
         gate[q] = LoadStreaming(gate_row + piece);
         up[q] = LoadStreaming(up_row + piece);
       }
@@ -191,7 +136,7 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
 #pragma unroll
     for (int q = 0; q < kGateUpUnroll<kFp8>; ++q) {
       const int piece = first + 32 * q;
-      if (piece >= pieces) break;
+      if (piece >= end) break;
       float gate_block_scale = 1.0f, up_block_scale = 1.0f;
       if constexpr (kFp8) {
         // 8 pieces of 16 per 128-wide block
@@ -212,14 +157,50 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
       }
     }
   }
+  const int warp = threadIdx.x / 32;
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) {
     if (!(tokens >> t & 1u)) continue;
     const float gate_sum = WarpSum(gate_acc[t]), up_sum = WarpSum(up_acc[t]);
-    if (lane == 0) {
-      const int64_t at = int64_t(routing.slot[entry][t]) * intermediate + j;
-      batch.h[at] = warp_mma::To16<kFp8>(warp_mma::Silu(gate_sum) * up_sum);
+    if constexpr (kGroupSize == 1) {
+      if (lane == 0) {
+        const int64_t at = int64_t(routing.slot[entry][t]) * intermediate + j;
+        batch.h[at] = warp_mma::To16<kFp8>(warp_mma::Silu(gate_sum) * up_sum);
+      }
+    } else if (lane == 0) {
+      partials[warp][t] = make_float2(gate_sum, up_sum);
     }
+  }
+  if constexpr (kGroupSize > 1) {
+    group.Sync();
+    if (group.member != 0 || lane != 0) return;
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      if (!(tokens >> t & 1u)) continue;
+      float2 sum = partials[warp][t];
+#pragma unroll
+      for (int m = 1; m < kGroupSize; ++m) {
+        sum.x += partials[warp + m][t].x;
+        sum.y += partials[warp + m][t].y;
+      }
+      const int64_t at = int64_t(routing.slot[entry][t]) * intermediate + j;
+      batch.h[at] = warp_mma::To16<kFp8>(warp_mma::Silu(sum.x) * sum.y);
+    }
+  }
+}
+
+template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+__device__ __forceinline__ void GateUpTasks(const FewTokenExpertBatch& batch, const Routing& routing,
+                                            const uint16_t* x_rows, GroupPartials<float2>& partials) {
+  const WarpGroup<kGroupSize> group(threadIdx.x / 32);
+  const int lane = threadIdx.x % 32, intermediate = static_cast<int>(batch.intermediate);
+  const int tasks = routing.count * intermediate, groups = gridDim.x * (kWarps / kGroupSize);
+  // Consecutive tasks go to different blocks, so every multiprocessor streams every expert.
+  int round = 0;
+  for (int task = group.index * gridDim.x + blockIdx.x; task < tasks; task += groups, ++round) {
+    const int entry = task / intermediate;
+    GateUpRow<kFp8, kIntegerDecode, kGroupSize>(batch, routing, entry, task - entry * intermediate, x_rows, lane,
+                                                group, partials[round & 1]);
   }
 }
 
@@ -240,23 +221,25 @@ __global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTok
   }
   __syncthreads();
   AllowDependentGrid();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int intermediate = static_cast<int>(batch.intermediate);
-  const int tasks = routing.count * intermediate;
-  // Consecutive tasks go to different blocks, so every multiprocessor streams every expert.
-  for (int task = warp * gridDim.x + blockIdx.x; task < tasks; task += gridDim.x * kWarps) {
-    const int entry = task / intermediate;
-    GateUpRow<kFp8, kIntegerDecode>(batch, routing, entry, task - entry * intermediate, x_rows, lane);
+  __shared__ GroupPartials<float2> partials;
+  // The row count depends on the routing, so the group size is picked here (the same in every
+  // block); more sizes in one kernel cost the single-warp path registers (spills).
+  if (GroupSize(batch.warps_per_row, routing.count * static_cast<int>(batch.intermediate), gridDim.x * kWarps) == 2) {
+    GateUpTasks<kFp8, kIntegerDecode, 2>(batch, routing, x_rows, partials);
+  } else {
+    GateUpTasks<kFp8, kIntegerDecode, 1>(batch, routing, x_rows, partials);
   }
 }
 
 // ---- down + combine: out[t, i] (+)= sum over entries of weight * (h_row . down_i) ---------
 
-template <bool kFp8, bool kIntegerDecode>
+template <bool kFp8, bool kIntegerDecode, int kGroupSize>
 __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const Routing& routing, int i,
-                                        const uint16_t* h_rows, int lane) {
+                                        const uint16_t* h_rows, int lane, const WarpGroup<kGroupSize>& group,
+                                        float (&partials)[kWarps][kMaxTokens]) {
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
   const int pieces = intermediate / kValuesPerPiece<kFp8>;
+  const int begin = kGroupSize == 1 ? 0 : group.Begin(pieces), end = kGroupSize == 1 ? pieces : group.End(pieces);
   float acc[kMaxTokens] = {};
   for (int entry = 0; entry < routing.count; ++entry) {
     const int local = routing.local[entry];
@@ -272,16 +255,16 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
       weight[t] = routing.weight[entry][t];
       h_offset[t] = max(routing.slot[entry][t], 0) * intermediate;
     }
-    for (int first = lane; first < pieces; first += 32 * kDownUnroll) {
+    for (int first = begin + lane; first < end; first += 32 * kDownUnroll) {
       uint4 w[kDownUnroll];
 #pragma unroll
       for (int q = 0; q < kDownUnroll; ++q) {
-        if (first + 32 * q < pieces) w[q] = LoadStreaming(row + first + 32 * q);
+        if (first + 32 * q < end) w[q] = LoadStreaming(row + first + 32 * q);
       }
 #pragma unroll
       for (int q = 0; q < kDownUnroll; ++q) {
         const int piece = first + 32 * q;
-        if (piece >= pieces) break;
+        if (piece >= end) break;
         const float block_scale = kFp8 ? __ldg(scale + piece / 8) * kDecodeScale<kIntegerDecode> : 1.0f;
 #pragma unroll
         for (int t = 0; t < kMaxTokens; ++t) {
@@ -292,39 +275,65 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
       }
     }
   }
-  const int tokens = static_cast<int>(batch.tokens);
+  const int tokens = static_cast<int>(batch.tokens), warp = threadIdx.x / 32;
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) {
     if (t >= tokens) break;
     const float sum = WarpSum(acc[t]);
-    if (lane == t) {
+    if (lane != t) continue;
+    if constexpr (kGroupSize == 1) {
       float* out = batch.output + int64_t(t) * hidden + i;
       *out = batch.accumulate ? *out + sum : sum;
+    } else {
+      partials[warp][t] = sum;
     }
+  }
+  if constexpr (kGroupSize > 1) {
+    group.Sync();
+    if (group.member != 0 || lane >= tokens) return;
+    float sum = partials[warp][lane];
+#pragma unroll
+    for (int m = 1; m < kGroupSize; ++m) sum += partials[warp + m][lane];
+    float* out = batch.output + int64_t(lane) * hidden + i;
+    *out = batch.accumulate ? *out + sum : sum;
   }
 }
 
-template <bool kFp8, bool kIntegerDecode>
-__global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
-  __shared__ Routing routing;
-  // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
-  if (threadIdx.x < 32) DecodeRouting(batch, routing, false);
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+__device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, const Routing& routing,
+                                          GroupPartials<float>& partials) {
+  const WarpGroup<kGroupSize> group(threadIdx.x / 32);
+  const int lane = threadIdx.x % 32;
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
-  const int first_task = warp * gridDim.x + blockIdx.x;
-  if (first_task < hidden) {  // warm L2 with this warp's first rows
+  const int first_task = group.index * gridDim.x + blockIdx.x, groups = gridDim.x * (kWarps / kGroupSize);
+  if (first_task < hidden) {  // warm L2 with this warp's slice of its first rows
     const int64_t row_bytes = int64_t(intermediate) * kWeightBytes<kFp8>;
+    const int64_t slice = ((row_bytes + 127) / 128 + kGroupSize - 1) / kGroupSize * 128;
+    const int64_t end = min(row_bytes, (group.member + 1) * slice);
     for (int entry = 0; entry < routing.count; ++entry) {
       const auto* row = static_cast<const uint8_t*>(batch.down[routing.local[entry]]) + first_task * row_bytes;
-      for (int64_t offset = int64_t(lane) * 128; offset < row_bytes; offset += 32 * 128) PrefetchL2(row + offset);
+      for (int64_t offset = group.member * slice + int64_t(lane) * 128; offset < end; offset += 32 * 128) {
+        PrefetchL2(row + offset);
+      }
     }
   }
   WaitForPrimaryGrid();  // h is written by the gate/up kernel
   // h rows are read through L1 (a few KB each, reused by every task of the block).
-  for (int task = first_task; task < hidden; task += gridDim.x * kWarps) {
-    DownRow<kFp8, kIntegerDecode>(batch, routing, task, batch.h, lane);
+  int round = 0;
+  for (int task = first_task; task < hidden; task += groups, ++round) {
+    DownRow<kFp8, kIntegerDecode, kGroupSize>(batch, routing, task, batch.h, lane, group, partials[round & 1]);
   }
+}
+
+// The row count (hidden) is known at launch, so the group size is a template parameter here.
+template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+__global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
+  __shared__ Routing routing;
+  __shared__ GroupPartials<float> partials;
+  // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
+  if (threadIdx.x < 32) DecodeRouting(batch, routing, false);
+  __syncthreads();
+  DownTasks<kFp8, kIntegerDecode, kGroupSize>(batch, routing, partials);
 }
 
 // ---- launch -------------------------------------------------------------------------------
@@ -399,9 +408,15 @@ absl::Status PreparedOn(int device) {
 template <bool kFp8, bool kIntegerDecode>
 absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
   const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8, kIntegerDecode>);
-  const auto* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode>);
+  const void* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode, 1>);
   EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
-  EXPERTMESH_ASSIGN_OR_RETURN(const int down_blocks, BlocksPerMultiprocessor(device, down, 0));
+  EXPERTMESH_ASSIGN_OR_RETURN(int down_blocks, BlocksPerMultiprocessor(device, down, 0));
+  const bool split_down =
+      GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), down_blocks * sm_count * kWarps) == 2;
+  if (split_down) {
+    down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode, 2>);
+    EXPERTMESH_ASSIGN_OR_RETURN(down_blocks, BlocksPerMultiprocessor(device, down, 0));
+  }
   // One wave: every block resident at once (the down kernel may start while gate/up finishes).
   FewTokenGateUpKernel<kFp8, kIntegerDecode>
       <<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
@@ -415,7 +430,8 @@ absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = batch.programmatic_launch ? 1 : 0;
-  return CudaStatus(cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode>, batch),
+  return CudaStatus(split_down ? cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode, 2>, batch)
+                               : cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode, 1>, batch),
                     "FewTokenDownKernel");
 }
 
@@ -429,6 +445,10 @@ absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_coun
   }
   if (batch.n_routed <= 0 || batch.n_routed >= (int64_t(1) << 31) || sm_count <= 0) {
     return absl::InvalidArgumentError("LaunchFewTokenExperts: bad expert count or multiprocessor count");
+  }
+  if (batch.warps_per_row < 0 || batch.warps_per_row > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LaunchFewTokenExperts: warps_per_row must be 0 (auto), 1 or 2, not ", batch.warps_per_row));
   }
   int device = 0;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetDevice(&device), "cudaGetDevice"));

@@ -214,8 +214,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // phase-1 launch shape) and with the compact grid (only experts with rows, adaptive split-k).
     // The compact grid also with register weight loads instead of the cp.async rings.
     // The few-token kernels (<= 4 tokens) with the down kernel launched as a programmatic
-    // dependent and in plain stream order, (FP8) with the integer E4M3 decode, and with rows split
-    // across warps where they are fewer than the grid's warps. "auto" is what the services run.
+    // dependent and in plain stream order, and with one warp per weight row instead of two where
+    // the rows are few. "auto" is what the services run.
     struct Variant {
       ExpertGemmPath path;
       bool compact;
@@ -224,8 +224,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool programmatic = true;
       bool fp8_activations = true;
       int row_buckets = 4;
-      bool fp8_integer_decode = false;
-      int warps_per_row = 1;
+      int warps_per_row = 0;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -236,10 +235,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kDirect, true, true, "direct-mma"},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
-                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-integer-fp8", true, true, 4, true},
-                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-split-rows", true, true, 4, false, 0},
-                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-split-rows-integer-fp8", true, true, 4,
-                                 true, 0},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-one-warp-per-row", true, true, 4, 1},
                                 {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
@@ -251,14 +247,12 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       if (path == ExpertGemmPath::kFewTokens && tokens > cuda::kFewTokenMaxTokens) continue;
       const bool fp8 = format == GpuExpertFormat::kFP8Block;
       if ((path == ExpertGemmPath::kCublasFp8 || !variant.fp8_activations) && (!fp8 || tokens < 16)) continue;
-      if (variant.fp8_integer_decode && !fp8) continue;
       experts.set_path(path);
       experts.set_compact_expert_grid(variant.compact);
       experts.set_weight_ring(variant.ring);
       experts.set_programmatic_launch(variant.programmatic);
       experts.set_fp8_activations(variant.fp8_activations);
       experts.set_batched_row_buckets(variant.row_buckets);
-      experts.set_few_token_fp8_integer_decode(variant.fp8_integer_decode);
       experts.set_few_token_warps_per_row(variant.warps_per_row);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first

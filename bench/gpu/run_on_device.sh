@@ -13,8 +13,8 @@
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
-#   validate: the expert tests, decode speeds (few-token kernels, both FP8 E4M3 decodes, rows split
-#          across warps), racecheck of the split rows, ncu of
+#   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
+#          racecheck of the split rows, ncu of
 #          the few-token FP8 kernels at 1 token, prefill speeds (uniform and skewed routing), then
 #          the model and services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
@@ -125,15 +125,15 @@ fi
 if [[ $mode == validate ]]; then  # most wanted first (device calls are often cut short): expert tests, decode, profiles, prefill, model tests
   step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no
   step expert_bench_decode 120 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4 --variants \
-    few-tokens,few-tokens-integer-fp8,few-tokens-split-rows,few-tokens-split-rows-integer-fp8,auto \
+    few-tokens,few-tokens-one-warp-per-row,auto \
     --tsv "$OUT/expert_bench_decode.tsv"
   bench_rows expert_bench_decode
   # Rows split across two warps meet in shared memory behind named barriers: racecheck them.
   [[ -n $SANITIZER ]] && step racecheck_split_rows 90 "$SANITIZER" --tool racecheck --error-exitcode 9 \
-    "$B/cuda_experts_test" --gtest_filter=*FewTokenRowsSplit*
-  # Where the few-token FP8 kernels' time goes at 1 token (issue, pipes, stalls), with either E4M3 decode.
+    "$B/cuda_experts_test" --gtest_filter=*FewTokenRowsOnOneOrTwo*
+  # Where the few-token FP8 kernels' time goes at 1 token (issue, pipes, stalls), rows split or not.
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-  for variant in few-tokens few-tokens-integer-fp8; do
+  for variant in few-tokens few-tokens-one-warp-per-row; do
     step "ncu_$variant" 90 "$NCU" --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
       --section InstructionStats --section WarpStateStats --section Occupancy --kernel-name regex:FewToken \
       --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1 --variants "$variant"

@@ -16,11 +16,12 @@ struct ExpertRowBucket {
 };
 
 // `offsets[e]..offsets[e + 1]` are local expert e's rows (offsets non-decreasing). Experts with no
-// rows are left out. Buckets come most rows first; a new one starts where padding an expert to the
-// current bucket's row count would waste more than a quarter of its padded rows, while fewer than
-// `max_buckets` (>= 1) exist. Bucket row counts are rounded up to a multiple of `row_alignment`
-// (>= 1), so the GEMM shapes repeat from batch to batch (cuBLAS picks and loads its kernels per
-// shape: a shape seen for the first time costs far more than the product).
+// rows are left out. Row counts are first rounded up to a multiple of `row_alignment` (>= 1), so
+// the GEMM shapes repeat from batch to batch (cuBLAS picks and loads its kernels per shape: a
+// shape seen for the first time costs far more than the product), and experts whose counts round
+// alike share a bucket. Buckets come most rows first; a new one starts where padding an expert to
+// the current bucket's row count would waste more than a quarter of its padded rows, while fewer
+// than `max_buckets` (>= 1) exist.
 std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
                                                  int64_t row_alignment = 1);
 

@@ -394,14 +394,15 @@ TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
   }
 }
 
-// Rows split across 2 warps of a block (always, or where the row count allows: 0), each warp
-// reading half a row and the first adding the partial sums: the same products as the CPU.
-TEST_F(CudaExpertsTest, FewTokenRowsSplitAcrossWarpsMatchCpu) {
+// Each weight row read by one warp, or split across two warps of a block (each reading half a row,
+// the first adding the partial sums) in both kernels; the test above runs the default (0: split
+// where the rows are few, which at these sizes means everywhere).
+TEST_F(CudaExpertsTest, FewTokenRowsOnOneOrTwoWarpsMatchCpu) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 144, 8}, Shape{1024, 512, 16}}) {
       Build(s, format);
       gpu_->set_path(ExpertGemmPath::kFewTokens);
-      for (int warps_per_row : {2, 0}) {
+      for (int warps_per_row : {1, 2}) {
         gpu_->set_few_token_warps_per_row(warps_per_row);
         for (int64_t tokens : {1, 4}) {
           for (int64_t layer : {1, 3}) {
@@ -411,27 +412,6 @@ TEST_F(CudaExpertsTest, FewTokenRowsSplitAcrossWarpsMatchCpu) {
           }
         }
       }
-    }
-  }
-}
-
-// The FP8 few-token kernels' integer E4M3 decode gives the conversion instruction's results bit for
-// bit (the decoded values are exact multiples of 2^-8 of them and the block scales carry the 2^8).
-TEST_F(CudaExpertsTest, FewTokenIntegerFp8DecodeEqualsTheConversionBitForBit) {
-  for (const Shape& s : {Shape{64, 32, 8}, Shape{1024, 512, 16}}) {
-    Build(s, GpuExpertFormat::kFP8Block);
-    gpu_->set_path(ExpertGemmPath::kFewTokens);
-    for (int64_t tokens = 1; tokens <= 4; ++tokens) {
-      std::vector<int32_t> every(s.experts);
-      for (int32_t e = 0; e < s.experts; ++e) every[e] = e;
-      const Batch b = RandomBatch(tokens, 3, every, s.hidden, rng_);
-      std::vector<float> converted(tokens * s.hidden, 0.0f), decoded(tokens * s.hidden, 0.0f);
-      gpu_->set_few_token_fp8_integer_decode(false);
-      ASSERT_TRUE(gpu_->Compute(b.View(1, s.hidden), converted).ok());
-      gpu_->set_few_token_fp8_integer_decode(true);
-      ASSERT_TRUE(gpu_->Compute(b.View(1, s.hidden), decoded).ok());
-      EXPECT_EQ(decoded, converted) << "hidden " << s.hidden << " tokens " << tokens;
-      EXPECT_LT(Compare(1, tokens, 3), kBf16Tolerance) << "hidden " << s.hidden << " tokens " << tokens;
     }
   }
 }

@@ -166,7 +166,6 @@ absl::Status CudaRoutedExperts::RunFewTokens(const LayerStorage& layer, const De
   few.gate_up_scale = scales;
   few.down_scale = scales + num_local;
   few.fp8 = options_.format == GpuExpertFormat::kFP8Block;
-  few.fp8_integer_decode = options_.few_token_fp8_integer_decode;
   few.warps_per_row = options_.few_token_warps_per_row;
   few.h = s.h.as<uint16_t>();
   few.output = batch.output;

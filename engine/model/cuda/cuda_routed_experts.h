@@ -69,12 +69,11 @@ struct CudaExpertOptions {
   // Few-token kernels: the down kernel is a programmatic dependent launch (starts while gate/up
   // finishes). false: plain stream order, kept for side-by-side benchmarks.
   bool programmatic_launch = true;
-  // Few-token kernels, FP8 experts: E4M3 decoded with integer ops instead of the conversion
-  // instruction (cuda::FewTokenExpertBatch::fp8_integer_decode; identical results).
-  bool few_token_fp8_integer_decode = false;
   // Few-token kernels: warps sharing each output row (cuda::FewTokenExpertBatch::warps_per_row;
-  // 0 = two warps per row where the rows are at most half the grid's warps).
-  int few_token_warps_per_row = 1;
+  // 0 = two warps per row where the rows are at most half the grid's warps). Measured on an H100
+  // (bench/RESULTS.md, run 8): V2-Lite bf16 at 1/2/4 tokens 62/62/59% of copy bandwidth with one
+  // warp per row, 67/71/71% with 0; V3 (more rows than half the warps) unchanged.
+  int few_token_warps_per_row = 0;
   bool batched_cublas = true;
   // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
@@ -157,7 +156,6 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
-  void set_few_token_fp8_integer_decode(bool integer) { options_.few_token_fp8_integer_decode = integer; }
   void set_few_token_warps_per_row(int warps) { options_.few_token_warps_per_row = warps; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on

@@ -26,7 +26,6 @@ namespace {
 
 using few_token::DecodeRouting;
 using few_token::DotPiece;
-using few_token::kDecodeScale;
 using few_token::kMaxTokens;
 using few_token::kValuesPerPiece;
 using few_token::kWeightBytes;
@@ -101,7 +100,7 @@ using GroupPartials = T[2][kWarps][kMaxTokens];
 
 // ---- gate/up: h[slot, j] = silu(x_t . gate_j) * (x_t . up_j) ------------------------------
 
-template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+template <bool kFp8, int kGroupSize>
 __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, const Routing& routing, int entry,
                                           int j, const uint16_t* x_rows, int lane, const WarpGroup<kGroupSize>& group,
                                           float2 (&partials)[kWarps][kMaxTokens]) {
@@ -140,19 +139,19 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
       float gate_block_scale = 1.0f, up_block_scale = 1.0f;
       if constexpr (kFp8) {
         // 8 pieces of 16 per 128-wide block
-        gate_block_scale = __ldg(gate_scale + piece / 8) * kDecodeScale<kIntegerDecode>;
-        up_block_scale = __ldg(up_scale + piece / 8) * kDecodeScale<kIntegerDecode>;
+        gate_block_scale = __ldg(gate_scale + piece / 8);
+        up_block_scale = __ldg(up_scale + piece / 8);
       }
 #pragma unroll
       for (int t = 0; t < kMaxTokens; ++t) {
         if (!(tokens >> t & 1u)) continue;
         const uint16_t* x = x_rows + t * hidden + piece * kValuesPerPiece<kFp8>;
         if constexpr (kFp8) {
-          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false, kIntegerDecode>(gate[q], x), gate_acc[t]);
-          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false, kIntegerDecode>(up[q], x), up_acc[t]);
+          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false>(gate[q], x), gate_acc[t]);
+          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false>(up[q], x), up_acc[t]);
         } else {
-          gate_acc[t] += DotPiece<kFp8, false, false>(gate[q], x);
-          up_acc[t] += DotPiece<kFp8, false, false>(up[q], x);
+          gate_acc[t] += DotPiece<kFp8, false>(gate[q], x);
+          up_acc[t] += DotPiece<kFp8, false>(up[q], x);
         }
       }
     }
@@ -189,7 +188,7 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
   }
 }
 
-template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+template <bool kFp8, int kGroupSize>
 __device__ __forceinline__ void GateUpTasks(const FewTokenExpertBatch& batch, const Routing& routing,
                                             const uint16_t* x_rows, GroupPartials<float2>& partials) {
   const WarpGroup<kGroupSize> group(threadIdx.x / 32);
@@ -199,12 +198,12 @@ __device__ __forceinline__ void GateUpTasks(const FewTokenExpertBatch& batch, co
   int round = 0;
   for (int task = group.index * gridDim.x + blockIdx.x; task < tasks; task += groups, ++round) {
     const int entry = task / intermediate;
-    GateUpRow<kFp8, kIntegerDecode, kGroupSize>(batch, routing, entry, task - entry * intermediate, x_rows, lane,
+    GateUpRow<kFp8, kGroupSize>(batch, routing, entry, task - entry * intermediate, x_rows, lane,
                                                 group, partials[round & 1]);
   }
 }
 
-template <bool kFp8, bool kIntegerDecode>
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTokenExpertBatch batch) {
   __shared__ Routing routing;
   extern __shared__ uint4 dynamic_shared[];
@@ -225,15 +224,15 @@ __global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTok
   // The row count depends on the routing, so the group size is picked here (the same in every
   // block); more sizes in one kernel cost the single-warp path registers (spills).
   if (GroupSize(batch.warps_per_row, routing.count * static_cast<int>(batch.intermediate), gridDim.x * kWarps) == 2) {
-    GateUpTasks<kFp8, kIntegerDecode, 2>(batch, routing, x_rows, partials);
+    GateUpTasks<kFp8, 2>(batch, routing, x_rows, partials);
   } else {
-    GateUpTasks<kFp8, kIntegerDecode, 1>(batch, routing, x_rows, partials);
+    GateUpTasks<kFp8, 1>(batch, routing, x_rows, partials);
   }
 }
 
 // ---- down + combine: out[t, i] (+)= sum over entries of weight * (h_row . down_i) ---------
 
-template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+template <bool kFp8, int kGroupSize>
 __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const Routing& routing, int i,
                                         const uint16_t* h_rows, int lane, const WarpGroup<kGroupSize>& group,
                                         float (&partials)[kWarps][kMaxTokens]) {
@@ -265,12 +264,12 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
       for (int q = 0; q < kDownUnroll; ++q) {
         const int piece = first + 32 * q;
         if (piece >= end) break;
-        const float block_scale = kFp8 ? __ldg(scale + piece / 8) * kDecodeScale<kIntegerDecode> : 1.0f;
+        const float block_scale = kFp8 ? __ldg(scale + piece / 8) : 1.0f;
 #pragma unroll
         for (int t = 0; t < kMaxTokens; ++t) {
           if (!(tokens >> t & 1u)) continue;
           const uint16_t* h = h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>;
-          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true, kIntegerDecode>(w[q], h), acc[t]);
+          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h), acc[t]);
         }
       }
     }
@@ -299,7 +298,7 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
   }
 }
 
-template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+template <bool kFp8, int kGroupSize>
 __device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, const Routing& routing,
                                           GroupPartials<float>& partials) {
   const WarpGroup<kGroupSize> group(threadIdx.x / 32);
@@ -321,19 +320,19 @@ __device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, cons
   // h rows are read through L1 (a few KB each, reused by every task of the block).
   int round = 0;
   for (int task = first_task; task < hidden; task += groups, ++round) {
-    DownRow<kFp8, kIntegerDecode, kGroupSize>(batch, routing, task, batch.h, lane, group, partials[round & 1]);
+    DownRow<kFp8, kGroupSize>(batch, routing, task, batch.h, lane, group, partials[round & 1]);
   }
 }
 
 // The row count (hidden) is known at launch, so the group size is a template parameter here.
-template <bool kFp8, bool kIntegerDecode, int kGroupSize>
+template <bool kFp8, int kGroupSize>
 __global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
   __shared__ Routing routing;
   __shared__ GroupPartials<float> partials;
   // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
   if (threadIdx.x < 32) DecodeRouting(batch, routing, false);
   __syncthreads();
-  DownTasks<kFp8, kIntegerDecode, kGroupSize>(batch, routing, partials);
+  DownTasks<kFp8, kGroupSize>(batch, routing, partials);
 }
 
 // ---- launch -------------------------------------------------------------------------------
@@ -383,9 +382,8 @@ absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden,
 
 absl::Status PrepareFewTokenExpertKernels() {
   for (const void* kernel :
-       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false, false>),
-        reinterpret_cast<const void*>(FewTokenGateUpKernel<true, false>),
-        reinterpret_cast<const void*>(FewTokenGateUpKernel<true, true>)}) {
+       {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>),
+        reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxDynamicShared),
         "cudaFuncSetAttribute(few-token experts)"));
@@ -405,20 +403,20 @@ absl::Status PreparedOn(int device) {
   return it->second;
 }
 
-template <bool kFp8, bool kIntegerDecode>
+template <bool kFp8>
 absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
-  const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8, kIntegerDecode>);
-  const void* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode, 1>);
+  const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8>);
+  const void* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, 1>);
   EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
   EXPERTMESH_ASSIGN_OR_RETURN(int down_blocks, BlocksPerMultiprocessor(device, down, 0));
   const bool split_down =
       GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), down_blocks * sm_count * kWarps) == 2;
   if (split_down) {
-    down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, kIntegerDecode, 2>);
+    down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, 2>);
     EXPERTMESH_ASSIGN_OR_RETURN(down_blocks, BlocksPerMultiprocessor(device, down, 0));
   }
   // One wave: every block resident at once (the down kernel may start while gate/up finishes).
-  FewTokenGateUpKernel<kFp8, kIntegerDecode>
+  FewTokenGateUpKernel<kFp8>
       <<<gate_up_blocks * sm_count, kThreads, GateUpShared(batch), AsStream(stream)>>>(batch);
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FewTokenGateUpKernel"));
   cudaLaunchConfig_t config = {};
@@ -430,8 +428,8 @@ absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = batch.programmatic_launch ? 1 : 0;
-  return CudaStatus(split_down ? cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode, 2>, batch)
-                               : cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, kIntegerDecode, 1>, batch),
+  return CudaStatus(split_down ? cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, 2>, batch)
+                               : cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, 1>, batch),
                     "FewTokenDownKernel");
 }
 
@@ -453,9 +451,8 @@ absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_coun
   int device = 0;
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaGetDevice(&device), "cudaGetDevice"));
   EXPERTMESH_RETURN_IF_ERROR(PreparedOn(device));
-  if (!batch.fp8) return LaunchKernels<false, false>(batch, device, sm_count, stream);
-  if (batch.fp8_integer_decode) return LaunchKernels<true, true>(batch, device, sm_count, stream);
-  return LaunchKernels<true, false>(batch, device, sm_count, stream);
+  return batch.fp8 ? LaunchKernels<true>(batch, device, sm_count, stream)
+                   : LaunchKernels<false>(batch, device, sm_count, stream);
 }
 
 }  // namespace expertmesh::cuda

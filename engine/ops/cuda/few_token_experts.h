@@ -29,19 +29,16 @@ struct FewTokenExpertBatch {
   const float* const* gate_up_scale = nullptr;
   const float* const* down_scale = nullptr;
   bool fp8 = false;
-  // FP8: decode E4M3 with integer ops (byte permute, shift, logic) instead of the conversion
-  // instruction; the same products bit for bit (NaN codes aside, which loading rejects).
-  bool fp8_integer_decode = false;
   // Scratch for the SwiGLU output, [tokens * top_k, intermediate] 16-bit (bf16; f16 for FP8).
   uint16_t* h = nullptr;
   float* output = nullptr;  // [tokens, hidden]: = or += sum_k gate_weight * expert(x)
   bool accumulate = false;
   int32_t* error = nullptr;  // set to 1 when an id is >= n_routed or names an expert not held
   // Warps of a block that share each output row (h element or output element), each reading half
-  // of the row's weights: 1 or 2, or 0 for 2 where the rows are at most half the grid's warps (one
-  // expert at 1 token leaves half of them idle otherwise). Results differ from 1 only in float
-  // summation order.
-  int32_t warps_per_row = 1;
+  // of the row's weights: 1 or 2, or 0 for 2 where the rows are at most half the grid's warps (a
+  // few experts leave the others idle otherwise). Results differ from 1 only in float summation
+  // order.
+  int32_t warps_per_row = 0;
   // Launch the down kernel as a programmatic dependent of the gate/up kernel (it decodes the
   // routing and prefetches its first weight rows into L2 while gate/up finishes).
   bool programmatic_launch = true;

@@ -56,9 +56,19 @@ TEST(ExpertRowBucketsTest, RowCountsAreRoundedUpToTheAlignment) {
   ASSERT_EQ(buckets.size(), 3u);
   EXPECT_EQ(buckets[0].rows, 400);
   EXPECT_EQ(buckets[1].rows, 128);
-  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{2, 3}));  // grouped by the unrounded counts
+  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{2, 3}));
   EXPECT_EQ(buckets[2].rows, 16);
-  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{4, 0}));
+  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{0, 4}));  // 13 and 16 both round to 16: in order
+}
+
+// Few rows per expert (decode-sized batches) all round to one count: one bucket, not several
+// batches of the same padded shape (each a launch and no less work).
+TEST(ExpertRowBucketsTest, CountsThatRoundAlikeShareOneBucket) {
+  const auto buckets = BucketExpertsByRows(Offsets({1, 8, 2, 4, 3}), 4, 16);
+  ASSERT_EQ(buckets.size(), 1u);
+  EXPECT_EQ(buckets[0].rows, 16);
+  EXPECT_EQ(buckets[0].experts, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(BucketExpertsByRows(Offsets({1, 8, 2, 4, 3}), 4).size(), 4u);  // unaligned: 8 | 4, 3 | 2 | 1
 }
 
 TEST(ExpertRowBucketsTest, RandomRowsAreCoveredOnceAndNeverPaddedDown) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|buckets]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|confirm|buckets]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -12,6 +12,8 @@
 #            16 tokens and of one batch-1 decode step.
 #   experts: the expert kernels' tests (incl. the few-token kernels in a CUDA graph), memcheck and
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
+#   confirm: the few-token and batched expert tests, decode speeds, row buckets (uniform and
+#          skewed routing), the model tests (~2 minutes).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
 #          racecheck of the split rows, ncu of
@@ -150,6 +152,22 @@ if [[ $mode == validate ]]; then  # most wanted first (device calls are often cu
   done
   step gpu_services_test 200 "$B/gpu_services_test" --gtest_color=no
   log "done (validate) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == confirm ]]; then  # after a measured change, for a call of ~2 minutes: its tests and speeds
+  step cuda_experts_test 120 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*FewToken*:*Batched*
+  step expert_bench_decode 60 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4 --variants \
+    few-tokens,few-tokens-one-warp-per-row,auto --tsv "$OUT/expert_bench_decode.tsv"
+  bench_rows expert_bench_decode
+  step expert_bench_buckets 60 "$B/gpu_expert_bench" --no-blend --tokens 16,256,4096,16384 \
+    --variants cublas-batched-one-bucket,cublas-batched --tsv "$OUT/expert_bench_buckets.tsv"
+  bench_rows expert_bench_buckets
+  step expert_bench_skew1 60 "$B/gpu_expert_bench" --no-blend --tokens 256,4096 --routing-skew 1 \
+    --variants cublas-batched-one-bucket,cublas-batched --tsv "$OUT/expert_bench_skew1.tsv"
+  bench_rows expert_bench_skew1
+  for t in gpu_model_test gpu_micro_batch_test; do step "$t" 60 "$B/$t" --gtest_color=no; done
+  log "done (confirm) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -1,7 +1,8 @@
 // Few-token routed-expert kernels (launcher in few_token_experts.h). A decode batch of 1-4 tokens
 // reads each chosen expert's weights once and does little arithmetic per byte, so these kernels
-// are built for the memory system: no tensor cores, persistent one-wave grids, each warp streaming
-// whole weight rows in 16-byte non-allocating loads against rows held in shared memory.
+// are built for the memory system: no tensor cores, persistent one-wave grids, each warp (or pair
+// of warps, where rows are few) streaming weight rows in 16-byte non-allocating loads against rows
+// held in shared memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -198,8 +199,8 @@ __device__ __forceinline__ void GateUpTasks(const FewTokenExpertBatch& batch, co
   int round = 0;
   for (int task = group.index * gridDim.x + blockIdx.x; task < tasks; task += groups, ++round) {
     const int entry = task / intermediate;
-    GateUpRow<kFp8, kGroupSize>(batch, routing, entry, task - entry * intermediate, x_rows, lane,
-                                                group, partials[round & 1]);
+    GateUpRow<kFp8, kGroupSize>(batch, routing, entry, task - entry * intermediate, x_rows, lane, group,
+                                partials[round & 1]);
   }
 }
 

@@ -1,8 +1,9 @@
 // Launcher for the few-token routed-expert kernels: the whole SwiGLU expert FFN of a batch of at
 // most kFewTokenMaxTokens tokens in two launches, with no permutation, gather or combine kernel.
-// Every block decodes the batch's few routing slots itself; warps stream whole weight rows (bf16,
-// or FP8 E4M3 with 128x128 block scales) against the tokens' rows held in shared memory, and the
-// down kernel folds the gate weights in, writing each output element once (deterministic).
+// Every block decodes the batch's few routing slots itself; warps stream weight rows (bf16, or FP8
+// E4M3 with 128x128 block scales; a row per warp or per pair of warps) against the tokens' rows
+// held in shared memory, and the down kernel folds the gate weights in, writing each output
+// element once (deterministic).
 // Plain C++ header: device pointers are typed as raw integers or void; `stream` is a cudaStream_t.
 #pragma once
 

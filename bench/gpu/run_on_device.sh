@@ -16,9 +16,8 @@
 #          skewed routing), the model tests (~2 minutes).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
-#          racecheck of the split rows, ncu of
-#          the few-token FP8 kernels at 1 token, prefill speeds (uniform and skewed routing), then
-#          the model and services tests.
+#          racecheck of the split rows, ncu of the few-token FP8 kernels at 1 token, prefill speeds
+#          (uniform and skewed routing), then the model and services tests.
 #   distributed: on a machine of several GPUs, the services test and the services benchmark with
 #          attention-svc on GPU 0 and one expert shard on each other GPU (batches 1, 16, 64, 128).
 #   all:   GPU tests, GPU services test, expert/blend benchmark, HF-vs-engine end to end, services

@@ -120,10 +120,9 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
     up_scale = batch.gate_up_scale[local] + ((intermediate + 127) / 128 + j / 128) * column_blocks;
   }
   const int pieces = hidden / kValuesPerPiece<kFp8>;
-  const int end = kGroupSize == 1 ? pieces : group.End(pieces);
+  const int end = group.End(pieces);
   float gate_acc[kMaxTokens] = {}, up_acc[kMaxTokens] = {};
-  for (int first = (kGroupSize == 1 ? 0 : group.Begin(pieces)) + lane; first < end;
-       first += 32 * kGateUpUnroll<kFp8>) {
+  for (int first = group.Begin(pieces) + lane; first < end; first += 32 * kGateUpUnroll<kFp8>) {
     uint4 gate[kGateUpUnroll<kFp8>], up[kGateUpUnroll<kFp8>];
 #pragma unroll
     for (int q = 0; q < kGateUpUnroll<kFp8>; ++q) {
@@ -239,7 +238,7 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
                                         float (&partials)[kWarps][kMaxTokens]) {
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
   const int pieces = intermediate / kValuesPerPiece<kFp8>;
-  const int begin = kGroupSize == 1 ? 0 : group.Begin(pieces), end = kGroupSize == 1 ? pieces : group.End(pieces);
+  const int begin = group.Begin(pieces), end = group.End(pieces);
   float acc[kMaxTokens] = {};
   for (int entry = 0; entry < routing.count; ++entry) {
     const int local = routing.local[entry];
@@ -306,15 +305,13 @@ __device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, cons
   const int lane = threadIdx.x % 32;
   const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
   const int first_task = group.index * gridDim.x + blockIdx.x, groups = gridDim.x * (kWarps / kGroupSize);
-  if (first_task < hidden) {  // warm L2 with this warp's slice of its first rows
+  if (first_task < hidden) {  // warm L2 with the 128-byte lines of this warp's slice of its first rows
     const int64_t row_bytes = int64_t(intermediate) * kWeightBytes<kFp8>;
-    const int64_t slice = ((row_bytes + 127) / 128 + kGroupSize - 1) / kGroupSize * 128;
-    const int64_t end = min(row_bytes, (group.member + 1) * slice);
+    const int pieces = intermediate / kValuesPerPiece<kFp8>;  // of 16 bytes
+    const int64_t begin = int64_t(group.Begin(pieces)) * 16 / 128 * 128, end = int64_t(group.End(pieces)) * 16;
     for (int entry = 0; entry < routing.count; ++entry) {
       const auto* row = static_cast<const uint8_t*>(batch.down[routing.local[entry]]) + first_task * row_bytes;
-      for (int64_t offset = group.member * slice + int64_t(lane) * 128; offset < end; offset += 32 * 128) {
-        PrefetchL2(row + offset);
-      }
+      for (int64_t offset = begin + int64_t(lane) * 128; offset < end; offset += 32 * 128) PrefetchL2(row + offset);
     }
   }
   WaitForPrimaryGrid();  // h is written by the gate/up kernel
@@ -407,14 +404,13 @@ absl::Status PreparedOn(int device) {
 template <bool kFp8>
 absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
   const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8>);
-  const void* down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, 1>);
   EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
-  EXPERTMESH_ASSIGN_OR_RETURN(int down_blocks, BlocksPerMultiprocessor(device, down, 0));
-  const bool split_down =
-      GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), down_blocks * sm_count * kWarps) == 2;
-  if (split_down) {
-    down = reinterpret_cast<const void*>(FewTokenDownKernel<kFp8, 2>);
-    EXPERTMESH_ASSIGN_OR_RETURN(down_blocks, BlocksPerMultiprocessor(device, down, 0));
+  void (*down)(FewTokenExpertBatch) = FewTokenDownKernel<kFp8, 1>;
+  EXPERTMESH_ASSIGN_OR_RETURN(int down_blocks, BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(down), 0));
+  if (GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), down_blocks * sm_count * kWarps) == 2) {
+    down = FewTokenDownKernel<kFp8, 2>;
+    EXPERTMESH_ASSIGN_OR_RETURN(down_blocks,
+                                BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(down), 0));
   }
   // One wave: every block resident at once (the down kernel may start while gate/up finishes).
   FewTokenGateUpKernel<kFp8>
@@ -429,9 +425,7 @@ absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = batch.programmatic_launch ? 1 : 0;
-  return CudaStatus(split_down ? cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, 2>, batch)
-                               : cudaLaunchKernelEx(&config, FewTokenDownKernel<kFp8, 1>, batch),
-                    "FewTokenDownKernel");
+  return CudaStatus(cudaLaunchKernelEx(&config, down, batch), "FewTokenDownKernel");
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // Assembly-of-Experts blend (GB/s vs copy bandwidth). Prints a table; --tsv FILE writes rows.
 // --quick: V2-Lite only; --v3-only, --fp8-only (V3 FP8 alone), --no-blend, --tokens 1,4 and
 // --variants direct-mma,auto narrow a run (for profilers); --routing-skew S routes by uneven expert
-// popularity (see RandomRouting).
+// popularity (see RandomRouting); --read-patterns adds the decode read pattern's own speed
+// (BenchReadPatterns).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/gpu/gpu_timer.h"
+#include "bench/gpu/read_pattern_kernels.h"
 #include "engine/model/cuda/cuda_routed_experts.h"
 #include "engine/ops/cuda/blend_kernels.h"
 #include "engine/ops/cuda/cublas_gemm.h"
@@ -81,6 +83,38 @@ Ceilings MeasureCeilings(cudaStream_t stream, Report& report) {
   c.gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
   report.Add(absl::StrFormat("ceiling\tgemm\tcuBLAS bf16 8192^3 random\t%.1f TFLOP/s", c.gemm_tflops));
   return c;
+}
+
+// The decode weight-read pattern's own cost: the bytes the few-token kernels read at 1 token (V3
+// FP8, two local experts: 8192 gate/up rows of 7168 bytes, 14336 down rows of 2048) read with each
+// warp streaming whole rows of its own, and as one flat stream, from 4 rotating copies (more than
+// L2 holds).
+void BenchReadPatterns(const Ceilings& ceilings, cudaStream_t stream, Report& report) {
+  int device = 0, sm_count = 0;
+  CheckCuda(cudaGetDevice(&device), "device");
+  CheckCuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
+  struct Pattern {
+    const char* name;
+    int64_t rows, row_bytes;
+  };
+  for (const Pattern& pattern : {Pattern{"gate/up-like", 8192, 7168}, Pattern{"down-like", 14336, 2048}}) {
+    const int64_t bytes = pattern.rows * pattern.row_bytes;
+    auto copies = DeviceBuffer::Allocate(4 * bytes), sink = DeviceBuffer::Allocate(int64_t(sm_count) * 32 * 4);
+    CheckOrDie(copies.status(), "alloc");
+    CheckOrDie(sink.status(), "alloc");
+    CheckOrDie(cuda::LaunchFillUniformF32(copies->as<float>(), 4 * bytes / 4, 5, 1.0f, stream), "fill");
+    for (bool whole_rows : {true, false}) {
+      const double ms = MedianMilliseconds(stream, 3, 40, [&](int i) {
+        return bench::LaunchReadPattern(copies->as<uint8_t>() + (i % 4) * bytes, pattern.rows, pattern.row_bytes,
+                                        whole_rows, sink->as<float>(), sm_count, stream);
+      });
+      const double gbps = bytes / (ms * 1e-3) / 1e9;
+      report.Add(absl::StrFormat("pattern	%s: %lld rows of %lld B, %s	%.4f ms	%.0f GB/s = %.0f%% of copy",
+                                 pattern.name, (long long)pattern.rows, (long long)pattern.row_bytes,
+                                 whole_rows ? "a warp per row" : "flat stream", ms, gbps,
+                                 100.0 * gbps / ceilings.copy_gbps));
+    }
+  }
 }
 
 struct MoeShape {
@@ -342,7 +376,7 @@ int main(int argc, char** argv) {
   using namespace expertmesh;
   using namespace expertmesh::bench;
   bench::Report report;
-  bool quick = false, v3_only = false, fp8_only = false, no_blend = false;
+  bool quick = false, v3_only = false, fp8_only = false, no_blend = false, read_patterns = false;
   Selection selection;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) report.tsv = std::fopen(argv[++i], "w");
@@ -350,6 +384,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--v3-only") == 0) v3_only = true;
     if (std::strcmp(argv[i], "--fp8-only") == 0) fp8_only = v3_only = true;
     if (std::strcmp(argv[i], "--no-blend") == 0) no_blend = true;
+    if (std::strcmp(argv[i], "--read-patterns") == 0) read_patterns = true;
     if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
       for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
         selection.tokens.push_back(std::stoll(std::string(part)));
@@ -371,6 +406,7 @@ int main(int argc, char** argv) {
   cudaStream_t stream = nullptr;
   CheckCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   const Ceilings ceilings = MeasureCeilings(stream, report);
+  if (read_patterns) BenchReadPatterns(ceilings, stream, report);
   if (!no_blend) BenchBlend(ceilings, stream, report);
   const MoeShape v3{"V3 (H7168 I2048 256e top8, shard 32)", 7168, 2048, 256, 8, 32};
   const MoeShape v2{"V2-Lite (H2048 I1408 64e top6, shard 64)", 2048, 1408, 64, 6, 64};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|confirm|buckets]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|confirm|stalls|patterns|buckets]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -14,6 +14,10 @@
 #            racecheck of the few-token kernels, the decode and prefill expert benchmark.
 #   confirm: the few-token and batched expert tests, decode speeds, row buckets (uniform and
 #          skewed routing), the model tests (~2 minutes).
+#   stalls: ncu of the few-token kernels at 1 token (V3 FP8 and bf16) with stall sampling by source
+#          line, scheduler and memory tables, then the decode read pattern's own speed (~1 minute).
+#   patterns: the decode read pattern (a warp per weight row) vs a flat stream of the same bytes,
+#          beside the few-token decode (~1 minute).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
 #          racecheck of the split rows, ncu of the few-token FP8 kernels at 1 token, prefill speeds
@@ -167,6 +171,31 @@ if [[ $mode == confirm ]]; then  # after a measured change, for a call of ~2 min
   bench_rows expert_bench_skew1
   for t in gpu_model_test gpu_micro_batch_test; do step "$t" 60 "$B/$t" --gtest_color=no; done
   log "done (confirm) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == patterns ]]; then  # the decode read pattern's own speed beside the few-token decode (~1 minute)
+  step read_patterns 90 "$B/gpu_expert_bench" --read-patterns --no-blend --tokens 1,2,4 \
+    --variants few-tokens --tsv "$OUT/read_patterns.tsv"
+  grep -E "^(pattern|experts)" "$LOGS/read_patterns.log" | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
+  log "done (patterns) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == stalls ]]; then  # where the few-token kernels stall, by source line (ncu sampling; ~1 minute)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  for shape in fp8-only v3-only; do
+    step "ncu_stalls_$shape" 150 "$NCU" --clock-control none --section SpeedOfLight --section LaunchStats \
+      --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SourceCounters \
+      --kernel-name regex:FewToken --launch-skip 20 --launch-count 2 "$B/gpu_expert_bench" --$shape --no-blend \
+      --tokens 1 --variants few-tokens
+    cp "$LOGS/ncu_stalls_$shape.log" "$OUT/ncu_stalls_1token_$shape.txt"
+  done
+  # The decode read pattern's own speed beside the FP8 decode it models.
+  step read_patterns 60 "$B/gpu_expert_bench" --read-patterns --no-blend --fp8-only --tokens 1 --variants few-tokens \
+    --tsv "$OUT/read_patterns.tsv"
+  grep -E "^(pattern|experts)" "$LOGS/read_patterns.log" | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
+  log "done (stalls) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -1,25 +1,20 @@
-// Read-pattern probes (launcher in read_pattern_kernels.h): 16-byte non-allocating loads, four in
-// flight per lane, as the few-token expert kernels issue them.
+// Read-pattern probes (launcher in read_pattern_kernels.h): the few-token expert kernels' 16-byte
+// streaming loads, four in flight per lane.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "bench/gpu/read_pattern_kernels.h"
+#include "engine/ops/cuda/few_token_dot.cuh"
 
 namespace expertmesh::bench {
 namespace {
 
+using cuda::few_token::LoadStreaming;
+
 constexpr int kThreads = 512;
 constexpr int kLoads = 4;                        // per lane and step
 constexpr int64_t kStepBytes = 32 * 16 * kLoads;  // per warp and step: 2 KB
-
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* pointer) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(pointer));
-  return v;
-}
 
 __device__ __forceinline__ uint32_t ReadStep(const uint8_t* at, int64_t limit, int lane) {
   uint4 v[kLoads];

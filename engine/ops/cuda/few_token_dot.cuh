@@ -1,7 +1,7 @@
-// Device helpers of the few-token expert kernels (few_token_expert_kernels.cu): the dot product of
-// one 16-byte weight piece (8 bf16 or 16 FP8 E4M3 weights) with the matching 16-bit activation
-// values, and the two E4M3 decodes (the conversion instruction, or integer ops). Included by .cu
-// files only.
+// Device helpers of the few-token expert kernels (few_token_expert_kernels.cu): the streaming
+// 16-byte weight load (also the bench's read probe's, bench/gpu/read_pattern_kernels.cu) and the
+// dot product of one 16-byte weight piece (8 bf16 or 16 FP8 E4M3 weights) with the matching 16-bit
+// activation values. Included by .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +11,15 @@
 #include <cstdint>
 
 namespace expertmesh::cuda::few_token {
+
+// A 16-byte weight load that skips L1 (every weight is read once) and asks L2 for 256 bytes.
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* pointer) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(pointer));
+  return v;
+}
 
 __device__ __forceinline__ float Bf16Low(uint32_t pair) { return __uint_as_float(pair << 16); }
 __device__ __forceinline__ float Bf16High(uint32_t pair) { return __uint_as_float(pair & 0xffff0000u); }

@@ -30,6 +30,7 @@ using few_token::DotPiece;
 using few_token::kMaxTokens;
 using few_token::kValuesPerPiece;
 using few_token::kWeightBytes;
+using few_token::LoadStreaming;
 using few_token::Routing;
 
 constexpr int kThreads = 512;
@@ -40,14 +41,6 @@ template <bool kFp8>
 constexpr int kGateUpUnroll = kFp8 ? 2 : 4;
 constexpr int kDownUnroll = 4;
 constexpr int kMaxDynamicShared = 200 * 1024;
-
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* pointer) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(pointer));
-  return v;
-}
 
 __device__ __forceinline__ void PrefetchL2(const void* pointer) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(pointer));

@@ -102,7 +102,7 @@ void BenchReadPatterns(const Ceilings& ceilings, cudaStream_t stream, Report& re
     auto copies = DeviceBuffer::Allocate(4 * bytes), sink = DeviceBuffer::Allocate(int64_t(sm_count) * 32 * 4);
     CheckOrDie(copies.status(), "alloc");
     CheckOrDie(sink.status(), "alloc");
-    CheckOrDie(cuda::LaunchFillUniformF32(copies->as<float>(), 4 * bytes / 4, 5, 1.0f, stream), "fill");
+    CheckOrDie(cuda::LaunchFillUniformF32(copies->as<float>(), 4 * bytes / int64_t(sizeof(float)), 5, 1.0f, stream), "fill");
     for (bool whole_rows : {true, false}) {
       const double ms = MedianMilliseconds(stream, 3, 40, [&](int i) {
         return bench::LaunchReadPattern(copies->as<uint8_t>() + (i % 4) * bytes, pattern.rows, pattern.row_bytes,

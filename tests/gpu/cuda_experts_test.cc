@@ -428,7 +428,6 @@ TEST_F(CudaExpertsTest, FewTokenPathRefusesWhatItCannotTake) {
   gpu_->set_few_token_warps_per_row(3);  // not 0, 1 or 2
   Batch fits = RandomBatch(1, 2, {0, 1, 2, 3}, 64, rng_);
   EXPECT_EQ(gpu_->Compute(fits.View(1, 64), std::span(out.data(), 64)).code(), absl::StatusCode::kInvalidArgument);
-  gpu_->set_few_token_warps_per_row(1);
   // FP8 rows of 136 bytes are not whole 16-value pieces.
   Build(Shape{320, 136, 8}, GpuExpertFormat::kFP8Block);
   gpu_->set_path(ExpertGemmPath::kFewTokens);

@@ -7,7 +7,10 @@
 // --quick: V2-Lite only; --v3-only, --fp8-only (V3 FP8 alone), --no-blend, --tokens 1,4 and
 // --variants direct-mma,auto narrow a run (for profilers); --routing-skew S routes by uneven expert
 // popularity (see RandomRouting); --read-patterns adds the decode read pattern's own speed
-// (BenchReadPatterns).
+// (BenchReadPatterns) and reads and copies by size (BenchReadSizes); --profile-one runs one more
+// call of each variant between cudaProfilerStart/Stop (ncu --profile-from-start off); --gemm-forms
+// compares prefill's cuBLAS product forms (BenchGemmForms).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,7 +25,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/gpu/gpu_timer.h"
-#include "bench/gpu/read_pattern_kernels.h"
+#include "bench/gpu/bench_report.h"
+#include "bench/gpu/memory_probes.h"
 #include "engine/model/cuda/cuda_routed_experts.h"
 #include "engine/ops/cuda/blend_kernels.h"
 #include "engine/ops/cuda/cublas_gemm.h"
@@ -33,22 +37,6 @@ namespace expertmesh::bench {
 namespace {
 
 using cuda::DeviceBuffer;
-
-struct Report {
-  std::vector<std::string> rows;
-  FILE* tsv = nullptr;
-  void Add(const std::string& line) {
-    std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
-    rows.push_back(line);
-    if (tsv != nullptr) std::fprintf(tsv, "%s\n", line.c_str());
-  }
-};
-
-struct Ceilings {
-  double copy_gbps = 0;
-  double gemm_tflops = 0;
-};
 
 Ceilings MeasureCeilings(cudaStream_t stream, Report& report) {
   Ceilings c;
@@ -83,38 +71,6 @@ Ceilings MeasureCeilings(cudaStream_t stream, Report& report) {
   c.gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
   report.Add(absl::StrFormat("ceiling\tgemm\tcuBLAS bf16 8192^3 random\t%.1f TFLOP/s", c.gemm_tflops));
   return c;
-}
-
-// The decode weight-read pattern's own cost: the bytes the few-token kernels read at 1 token (V3
-// FP8, two local experts: 8192 gate/up rows of 7168 bytes, 14336 down rows of 2048) read with each
-// warp streaming whole rows of its own, and as one flat stream, from 4 rotating copies (more than
-// L2 holds).
-void BenchReadPatterns(const Ceilings& ceilings, cudaStream_t stream, Report& report) {
-  int device = 0, sm_count = 0;
-  CheckCuda(cudaGetDevice(&device), "device");
-  CheckCuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
-  struct Pattern {
-    const char* name;
-    int64_t rows, row_bytes;
-  };
-  for (const Pattern& pattern : {Pattern{"gate/up-like", 8192, 7168}, Pattern{"down-like", 14336, 2048}}) {
-    const int64_t bytes = pattern.rows * pattern.row_bytes;
-    auto copies = DeviceBuffer::Allocate(4 * bytes), sink = DeviceBuffer::Allocate(int64_t(sm_count) * 32 * 4);
-    CheckOrDie(copies.status(), "alloc");
-    CheckOrDie(sink.status(), "alloc");
-    CheckOrDie(cuda::LaunchFillUniformF32(copies->as<float>(), 4 * bytes / int64_t(sizeof(float)), 5, 1.0f, stream), "fill");
-    for (bool whole_rows : {true, false}) {
-      const double ms = MedianMilliseconds(stream, 3, 40, [&](int i) {
-        return bench::LaunchReadPattern(copies->as<uint8_t>() + (i % 4) * bytes, pattern.rows, pattern.row_bytes,
-                                        whole_rows, sink->as<float>(), sm_count, stream);
-      });
-      const double gbps = bytes / (ms * 1e-3) / 1e9;
-      report.Add(absl::StrFormat("pattern	%s: %lld rows of %lld B, %s	%.4f ms	%.0f GB/s = %.0f%% of copy",
-                                 pattern.name, (long long)pattern.rows, (long long)pattern.row_bytes,
-                                 whole_rows ? "a warp per row" : "flat stream", ms, gbps,
-                                 100.0 * gbps / ceilings.copy_gbps));
-    }
-  }
 }
 
 struct MoeShape {
@@ -176,6 +132,7 @@ struct Selection {
   std::vector<int64_t> tokens;
   std::vector<std::string> variants;
   double routing_skew = 0;
+  bool profile_one = false;  // one more call of each variant between cudaProfilerStart/Stop (ncu)
   bool Wants(int64_t count) const {
     return tokens.empty() || std::find(tokens.begin(), tokens.end(), count) != tokens.end();
   }
@@ -259,6 +216,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool fp8_activations = true;
       int row_buckets = 4;
       int warps_per_row = 0;
+      bool pipelined_down = false;
+      bool fused = false;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -270,6 +229,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-one-warp-per-row", true, true, 4, 1},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-pipelined-down", true, true, 4, 0, true},
+                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-fused", true, true, 4, 0, true, true},
                                 {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
                                 {ExpertGemmPath::kAuto, true, true, "auto"}};
@@ -288,6 +249,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_fp8_activations(variant.fp8_activations);
       experts.set_batched_row_buckets(variant.row_buckets);
       experts.set_few_token_warps_per_row(variant.warps_per_row);
+      experts.set_few_token_pipelined_down(variant.pipelined_down);
+      experts.set_few_token_fused(variant.fused);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first
         // use, which a serving process pays once per shape, not per call (see BucketExpertsByRows).
@@ -311,6 +274,14 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
         return experts.ComputeOnDevice(batch, stream);
       });
       CheckOrDie(experts.DeviceErrors(stream), "device errors");
+      if (selection.profile_one) {  // for ncu --profile-from-start off: the kernels of one call
+        CheckCuda(cudaProfilerStart(), "cudaProfilerStart");
+        DeviceExpertBatch batch{0, tokens, s.top_k, x->as<float>(), ids[0].as<int32_t>(), weights[0].as<float>(),
+                                out->as<float>(), false};
+        CheckOrDie(experts.ComputeOnDevice(batch, stream), "profiled call");
+        CheckCuda(cudaStreamSynchronize(stream), "profiled call");
+        CheckCuda(cudaProfilerStop(), "cudaProfilerStop");
+      }
       const double gbps = touched_bytes / (ms * 1e-3) / 1e9;
       const double tflops = local_rows * 6.0 * s.hidden * s.intermediate / (ms * 1e-3) / 1e12;
       // Roofline: the touched weights must stream in at copy bandwidth and the products run at the
@@ -376,7 +347,7 @@ int main(int argc, char** argv) {
   using namespace expertmesh;
   using namespace expertmesh::bench;
   bench::Report report;
-  bool quick = false, v3_only = false, fp8_only = false, no_blend = false, read_patterns = false;
+  bool quick = false, v3_only = false, fp8_only = false, no_blend = false, read_patterns = false, gemm_forms = false;
   Selection selection;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) report.tsv = std::fopen(argv[++i], "w");
@@ -385,11 +356,13 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--fp8-only") == 0) fp8_only = v3_only = true;
     if (std::strcmp(argv[i], "--no-blend") == 0) no_blend = true;
     if (std::strcmp(argv[i], "--read-patterns") == 0) read_patterns = true;
+    if (std::strcmp(argv[i], "--gemm-forms") == 0) gemm_forms = true;
     if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
       for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
         selection.tokens.push_back(std::stoll(std::string(part)));
       }
     }
+    if (std::strcmp(argv[i], "--profile-one") == 0) selection.profile_one = true;
     if (std::strcmp(argv[i], "--routing-skew") == 0 && i + 1 < argc) selection.routing_skew = std::stod(argv[++i]);
     if (std::strcmp(argv[i], "--variants") == 0 && i + 1 < argc) {
       for (absl::string_view part : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
@@ -407,6 +380,7 @@ int main(int argc, char** argv) {
   CheckCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   const Ceilings ceilings = MeasureCeilings(stream, report);
   if (read_patterns) BenchReadPatterns(ceilings, stream, report);
+  if (gemm_forms) BenchGemmForms(ceilings, stream, report);
   if (!no_blend) BenchBlend(ceilings, stream, report);
   const MoeShape v3{"V3 (H7168 I2048 256e top8, shard 32)", 7168, 2048, 256, 8, 32};
   const MoeShape v2{"V2-Lite (H2048 I1408 64e top6, shard 64)", 2048, 1408, 64, 6, 64};

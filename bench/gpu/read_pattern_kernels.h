@@ -1,7 +1,7 @@
 // Read-only probes of the memory system for gpu_expert_bench: the same bytes read as the
-// few-token expert kernels read weights (every warp streaming whole rows of its own) or as a flat
-// stream (consecutive warps on consecutive 2 KB chunks), to tell the access pattern's cost from
-// the kernels' own. Plain C++ header; `stream` is a cudaStream_t.
+// few-token expert kernels read weights (every warp streaming whole rows of its own), as a flat
+// stream (consecutive warps on consecutive 2 KB chunks), or by bulk copies into shared memory, to
+// tell the access pattern's cost from the kernels' own. Plain C++ header; `stream` is a cudaStream_t.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +16,13 @@ namespace expertmesh::bench {
 // range. Writes one value per warp to `sink` (at least sm_count * 32 floats) so no load is dropped.
 absl::Status LaunchReadPattern(const void* base, int64_t rows, int64_t row_bytes, bool whole_rows, float* sink,
                                int sm_count, void* stream);
+
+// Reads `bytes` (a multiple of 16) at `base` with bulk copies (cp.async.bulk, Hopper's TMA engine)
+// into shared memory instead of loads: `blocks_per_sm` one-warp blocks per multiprocessor, each
+// keeping a ring of 4 chunks of 16 KB in flight (the chunks of the range dealt out round-robin),
+// one thread folding a word of each chunk as it lands. Needs sm_90; `sink`: at least
+// blocks_per_sm * sm_count floats.
+absl::Status LaunchBulkRead(const void* base, int64_t bytes, int blocks_per_sm, float* sink, int sm_count,
+                            void* stream);
 
 }  // namespace expertmesh::bench

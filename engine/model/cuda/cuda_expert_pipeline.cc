@@ -172,6 +172,9 @@ absl::Status CudaRoutedExperts::RunFewTokens(const LayerStorage& layer, const De
   few.accumulate = batch.accumulate;
   few.error = s.error.as<int32_t>();
   few.programmatic_launch = options_.programmatic_launch;
+  few.pipelined_down = options_.few_token_pipelined_down;
+  few.fused = options_.few_token_fused;
+  few.grid_barrier = s.few_token_grid_barrier.as<uint32_t>();
   return cuda::LaunchFewTokenExperts(few, sm_count_, stream);
 }
 

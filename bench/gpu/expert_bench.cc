@@ -216,8 +216,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool fp8_activations = true;
       int row_buckets = 4;
       int warps_per_row = 0;
-      bool pipelined_down = false;
-      bool fused = false;
+      bool vector_prefill_kernels = false;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -229,11 +228,11 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-stream-order", false},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens"},
                                 {ExpertGemmPath::kFewTokens, true, true, "few-tokens-one-warp-per-row", true, true, 4, 1},
-                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-pipelined-down", true, true, 4, 0, true},
-                                {ExpertGemmPath::kFewTokens, true, true, "few-tokens-fused", true, true, 4, 0, true, true},
                                 {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
-                                {ExpertGemmPath::kAuto, true, true, "auto"}};
+                                {ExpertGemmPath::kAuto, true, true, "auto"},
+                                {ExpertGemmPath::kAuto, true, true, "auto-vector-prefill-kernels", true, true, 4, 0,
+                                 true}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
@@ -249,8 +248,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_fp8_activations(variant.fp8_activations);
       experts.set_batched_row_buckets(variant.row_buckets);
       experts.set_few_token_warps_per_row(variant.warps_per_row);
-      experts.set_few_token_pipelined_down(variant.pipelined_down);
-      experts.set_few_token_fused(variant.fused);
+      experts.set_vector_prefill_kernels(variant.vector_prefill_kernels);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first
         // use, which a serving process pays once per shape, not per call (see BucketExpertsByRows).

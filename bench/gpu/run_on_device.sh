@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|confirm|stalls|patterns|pipeline|buckets]: the GPU backend's device
+# bench/gpu/run_on_device.sh [all|check|compare|model|iterate|profile|experts|short|tiny|distributed|followup|validate|confirm|stalls|patterns|sizes|prefill|buckets]: the GPU backend's device
 # call, in the repo root there, from .gpu-bundle/bundle.tar.xz (made here by
 # bench/gpu/make_bundle.sh; carry [".gpu-bundle"]).
 #   check: GPU tests, the GPU services test, the quick expert benchmark, HF-vs-engine end to end,
@@ -18,9 +18,11 @@
 #          line, scheduler and memory tables, then the decode read pattern's own speed (~1 minute).
 #   patterns: the decode read pattern (a warp per weight row) vs a flat stream of the same bytes,
 #          beside the few-token decode (~1 minute).
-#   pipeline: the few-token tests, decode with plain and pipelined down loads and fused (twice,
-#          then per kernel in ncu), reads and copies by size, prefill's cuBLAS product forms, every
-#          kernel of one 4096-token V2-Lite prefill call (ncu), racecheck of split rows (~5 minutes).
+#   sizes: reads and copies from the decode's sizes to 1 GiB (loads and bulk copies), prefill's
+#          cuBLAS product forms (~1 minute).
+#   prefill: the batched path's tests, prefill speeds at 256-16384 tokens and every kernel of one
+#          4096-token V2-Lite call (ncu), with and without the vector permutation and SiLU*up
+#          kernels (~1 minute).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
 #          racecheck of the split rows, ncu of the few-token FP8 kernels at 1 token, prefill speeds
@@ -185,33 +187,29 @@ if [[ $mode == patterns ]]; then  # the decode read pattern's own speed beside t
   exit 0
 fi
 
-if [[ $mode == pipeline ]]; then  # pipelined down loads, reads by size, a prefill breakdown (~5 minutes)
-  step cuda_experts_test 150 "$B/cuda_experts_test" --gtest_color=no --gtest_filter=*FewToken*
-  for round in 1 2; do
-    step "expert_bench_decode_$round" 90 "$B/gpu_expert_bench" --no-blend --tokens 1,2,4 --variants \
-      few-tokens,few-tokens-pipelined-down,few-tokens-fused --tsv "$OUT/expert_bench_decode_$round.tsv"
-    bench_rows "expert_bench_decode_$round"
-  done
-  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-  METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
-  for variant in few-tokens few-tokens-pipelined-down few-tokens-fused; do
-    step "ncu_$variant" 90 "$NCU" --clock-control none --csv --metrics "$METRICS" --profile-from-start off \
-      "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 1,2 --variants "$variant" --profile-one
-    cp "$LOGS/ncu_$variant.log" "$OUT/ncu_fp8_decode_$variant.csv"
-  done
+if [[ $mode == sizes ]]; then  # reads and copies by size, prefill's cuBLAS product forms (~1 minute)
   step read_sizes 90 "$B/gpu_expert_bench" --read-patterns --no-blend --fp8-only --tokens 1 --variants few-tokens \
     --tsv "$OUT/read_sizes.tsv"
   grep -E "^(pattern|size|experts)" "$LOGS/read_sizes.log" | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
   step gemm_forms 90 "$B/gpu_expert_bench" --gemm-forms --quick --no-blend --tokens 0 --tsv "$OUT/gemm_forms.tsv"
   grep -E "^gemm form" "$LOGS/gemm_forms.log" | cut -f2-5 | tee -a "$SUMMARY" >/dev/null
-  # Where prefill's time goes at 4096 tokens: every kernel of one call (V2-Lite bf16).
-  step ncu_prefill_v2lite 120 "$NCU" --clock-control none --csv --metrics "$METRICS" --profile-from-start off \
-    "$B/gpu_expert_bench" --quick --no-blend --tokens 4096 --variants auto --profile-one
+  log "done (sizes) in $(( $(date +%s) - START ))s"
+  exit 0
+fi
+
+if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, every kernel of one call (~1 minute)
+  step cuda_experts_test 60 "$B/cuda_experts_test" --gtest_color=no \
+    --gtest_filter=*EveryPath*:*Batched*:*Float32*:*ManySlots*:*Fp8Block*:*ErrorsAre*
+  step expert_bench_prefill 60 "$B/gpu_expert_bench" --no-blend --tokens 256,4096,16384 \
+    --variants auto,auto-vector-prefill-kernels \
+    --tsv "$OUT/expert_bench_prefill.tsv"
+  bench_rows expert_bench_prefill
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
+  step ncu_prefill_v2lite 60 "$NCU" --clock-control none --csv --metrics "$METRICS" --profile-from-start off \
+    "$B/gpu_expert_bench" --quick --no-blend --tokens 4096 --variants auto,auto-vector-prefill-kernels --profile-one
   cp "$LOGS/ncu_prefill_v2lite.log" "$OUT/ncu_prefill_v2lite.csv"
-  # Last: a sanitizer may slow the fused kernel's spinning grid barrier a great deal.
-  [[ -n $SANITIZER ]] && step racecheck_split_rows 90 "$SANITIZER" --tool racecheck --error-exitcode 9 \
-    "$B/cuda_experts_test" --gtest_filter=*FewTokenRowsOnOneOrTwo*
-  log "done (pipeline) in $(( $(date +%s) - START ))s"
+  log "done (prefill) in $(( $(date +%s) - START ))s"
   exit 0
 fi
 

@@ -158,17 +158,22 @@ class CudaExpertsTest : public ::testing::Test {
   std::unique_ptr<CudaRoutedExperts> gpu_;
 };
 
+// Every path, with the permutation and SiLU*up kernels in their default form and in the vector
+// form (8 slot lookups per thread and step, 16-byte pieces).
 TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{72, 40, 8}, Shape{256, 96, 16}}) {
     Build(s, GpuExpertFormat::kBF16);
     for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
                                 ExpertGemmPath::kCublasBatched, ExpertGemmPath::kAuto}) {
       gpu_->set_path(path);
-      for (int64_t tokens : {1, 3, 17, 70, 300}) {
-        for (int64_t layer : {1, 3}) {
-          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
-              << "hidden " << s.hidden << " intermediate " << s.intermediate << " path " << int(path) << " tokens "
-              << tokens << " layer " << layer;
+      for (bool vector : {false, true}) {
+        gpu_->set_vector_prefill_kernels(vector);
+        for (int64_t tokens : {1, 3, 17, 70, 300}) {
+          for (int64_t layer : {1, 3}) {
+            EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
+                << "hidden " << s.hidden << " intermediate " << s.intermediate << " path " << int(path)
+                << " vector " << vector << " tokens " << tokens << " layer " << layer;
+          }
         }
       }
     }
@@ -257,13 +262,22 @@ TEST_F(CudaExpertsTest, CompactAndPhase1ExpertGridsMatchCpu) {
 
 TEST_F(CudaExpertsTest, Float32StorageMatchesCpuClosely) {
   Build(Shape{64, 32, 8}, GpuExpertFormat::kF32);
-  for (int64_t tokens : {1, 40}) EXPECT_LT(Compare(1, tokens, 4), kF32Tolerance) << tokens;
+  for (bool vector : {false, true}) {
+    gpu_->set_vector_prefill_kernels(vector);
+    for (int64_t tokens : {1, 40}) EXPECT_LT(Compare(1, tokens, 4), kF32Tolerance) << tokens << " vector " << vector;
+  }
 }
 
 TEST_F(CudaExpertsTest, ManySlotsPerPermutationThread) {
   Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
   gpu_->set_path(ExpertGemmPath::kAuto);
-  EXPECT_LT(Compare(1, 3000, 4), kBf16Tolerance);  // 12000 slots: many per permutation thread
+  for (bool vector : {false, true}) {
+    gpu_->set_vector_prefill_kernels(vector);
+    // 12000 slots: many per permutation thread (with 8 per step, one partial step).
+    EXPECT_LT(Compare(1, 3000, 4), kBf16Tolerance) << "vector " << vector;
+    // Every id names a held expert: no slot is flagged.
+    EXPECT_TRUE(gpu_->DeviceErrors(nullptr).ok());
+  }
 }
 
 TEST_F(CudaExpertsTest, Fp8BytesIntoBf16StorageAreDequantizedOnUpload) {
@@ -292,6 +306,12 @@ TEST_F(CudaExpertsTest, ErrorsAreReportedNotCrashed) {
   std::vector<float> out(4 * 64, 0.0f);
   b.ids[1] = 6;  // layer 3 holds only experts 2 and 5
   EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound);
+  gpu_->set_path(ExpertGemmPath::kCublasBatched);  // the permutation flags it too, in both forms
+  for (bool vector : {false, true}) {
+    gpu_->set_vector_prefill_kernels(vector);
+    EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound) << "vector " << vector;
+  }
+  gpu_->set_path(ExpertGemmPath::kAuto);
   b.ids[1] = 2;
   b.weights[2] = std::nanf("");
   EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kInvalidArgument);
@@ -372,25 +392,20 @@ TEST_F(CudaExpertsTest, DeviceBatchRecordsExpertsNotHeld) {
 // The few-token kernels (1-4 tokens, no permutation: every block decodes the routing itself),
 // bf16 and FP8, top-k 1 to 8, a layer holding every expert and one holding two (most slots then
 // name experts elsewhere, as in a fan-out), with and without the programmatic launch of the down
-// kernel, with plain and pipelined down-kernel loads, and as one fused cooperative kernel. The
-// host API starts the device output from zero and adds it on the host.
+// kernel. The host API starts the device output from zero and adds it on the host.
 TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 144, 8}, Shape{1024, 512, 16}, Shape{128, 2304, 8}}) {
       Build(s, format);
       gpu_->set_path(ExpertGemmPath::kFewTokens);
-      for (int launch = 0; launch < 5; ++launch) {
-        const bool programmatic = launch % 2 == 0, pipelined = launch / 2 == 1, fused = launch == 4;
+      for (bool programmatic : {true, false}) {
         gpu_->set_programmatic_launch(programmatic);
-        gpu_->set_few_token_pipelined_down(pipelined);
-        gpu_->set_few_token_fused(fused);
         for (int64_t tokens = 1; tokens <= 4; ++tokens) {
           for (int64_t top_k : {1, 3, 8}) {
             for (int64_t layer : {1, 3}) {
               EXPECT_LT(Compare(layer, tokens, top_k), kBf16Tolerance)
                   << "format " << int(format) << " hidden " << s.hidden << " programmatic " << programmatic
-                  << " pipelined down " << pipelined << " fused " << fused << " tokens " << tokens << " top_k "
-                  << top_k << " layer " << layer;
+                  << " tokens " << tokens << " top_k " << top_k << " layer " << layer;
             }
           }
         }
@@ -400,8 +415,8 @@ TEST_F(CudaExpertsTest, FewTokenKernelsMatchCpu) {
 }
 
 // Each weight row read by one warp, or split across two warps of a block (each reading half a row,
-// the first adding the partial sums) in both kernels, plain and pipelined down loads and fused;
-// the test above runs the default (0: split where the rows are few, which at these sizes means everywhere).
+// the first adding the partial sums) in both kernels; the test above runs the default (0: split
+// where the rows are few, which at these sizes means everywhere).
 TEST_F(CudaExpertsTest, FewTokenRowsOnOneOrTwoWarpsMatchCpu) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     for (const Shape& s : {Shape{64, 32, 8}, Shape{320, 144, 8}, Shape{1024, 512, 16}, Shape{128, 2304, 8}}) {
@@ -409,17 +424,11 @@ TEST_F(CudaExpertsTest, FewTokenRowsOnOneOrTwoWarpsMatchCpu) {
       gpu_->set_path(ExpertGemmPath::kFewTokens);
       for (int warps_per_row : {1, 2}) {
         gpu_->set_few_token_warps_per_row(warps_per_row);
-        for (int launch = 0; launch < 3; ++launch) {
-          const bool pipelined = launch >= 1, fused = launch == 2;
-          gpu_->set_few_token_pipelined_down(pipelined);
-          gpu_->set_few_token_fused(fused);
-          for (int64_t tokens : {1, 4}) {
-            for (int64_t layer : {1, 3}) {
-              EXPECT_LT(Compare(layer, tokens, 3), kBf16Tolerance)
-                  << "format " << int(format) << " hidden " << s.hidden << " warps per row " << warps_per_row
-                  << " pipelined down " << pipelined << " fused " << fused << " tokens " << tokens << " layer "
-                  << layer;
-            }
+        for (int64_t tokens : {1, 4}) {
+          for (int64_t layer : {1, 3}) {
+            EXPECT_LT(Compare(layer, tokens, 3), kBf16Tolerance) << "format " << int(format) << " hidden " << s.hidden
+                                                                << " warps per row " << warps_per_row << " tokens "
+                                                                << tokens << " layer " << layer;
           }
         }
       }
@@ -450,14 +459,11 @@ TEST_F(CudaExpertsTest, FewTokenPathRefusesWhatItCannotTake) {
 }
 
 // Device batches: a token naming one expert twice (both gate weights count), accumulation into
-// the output, and the same batch captured in a CUDA graph (with the programmatic launch edge, or
-// the fused kernel's cooperative launch) and replayed twice.
+// the output, and the same batch captured in a CUDA graph (with the programmatic launch edge)
+// and replayed twice.
 TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
-  for (int run = 0; run < 4; ++run) {
-    const GpuExpertFormat format = run % 2 == 0 ? GpuExpertFormat::kBF16 : GpuExpertFormat::kFP8Block;
-    const bool fused = run >= 2;
+  for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     Build(Shape{256, 96, 16}, format);
-    gpu_->set_few_token_fused(fused);
     const int64_t tokens = 3, top_k = 3, hidden = 256;
     const std::vector<int32_t> ids = {2, 2, 5, 7, -1, 3, 1, 4, 1};
     const std::vector<float> weights = {0.5f, 0.25f, 0.75f, 1.0f, 0.3f, 0.6f, 0.2f, 0.9f, 0.4f};
@@ -479,7 +485,7 @@ TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
     ASSERT_TRUE(gpu_->DeviceErrors(nullptr).ok());
     std::vector<float> out(x.size());
     ASSERT_TRUE(device.out.CopyToHost(out.data(), out.size() * 4).ok());
-    EXPECT_LT(RelativeNormError(out, once), kBf16Tolerance) << "format " << int(format) << " fused " << fused;
+    EXPECT_LT(RelativeNormError(out, once), kBf16Tolerance) << "format " << int(format);
 
     ASSERT_TRUE(device.out.CopyFromHost(base.data(), base.size() * 4).ok());
     ASSERT_TRUE(gpu_->Reserve(tokens, top_k).ok());
@@ -491,13 +497,13 @@ TEST_F(CudaExpertsTest, FewTokenDeviceBatchAccumulatesAndReplaysInAGraph) {
     ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     const absl::Status captured = gpu_->ComputeOnDevice(batch, stream);
     ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-    ASSERT_TRUE(captured.ok()) << captured << " fused " << fused;
+    ASSERT_TRUE(captured.ok()) << captured;
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_TRUE(gpu_->DeviceErrors(stream).ok());
     ASSERT_TRUE(device.out.CopyToHost(out.data(), out.size() * 4).ok());
-    EXPECT_LT(RelativeNormError(out, twice), kBf16Tolerance) << "format " << int(format) << " fused " << fused;
+    EXPECT_LT(RelativeNormError(out, twice), kBf16Tolerance) << "format " << int(format);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);

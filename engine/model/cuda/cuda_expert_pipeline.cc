@@ -52,7 +52,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
       s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
-      s.error.as<int32_t>(), stream));
+      s.error.as<int32_t>(), stream, options_.vector_prefill_kernels ? 8 : 1));
 
   // Above that (kAuto, measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core
   // kernels (no host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the
@@ -172,9 +172,6 @@ absl::Status CudaRoutedExperts::RunFewTokens(const LayerStorage& layer, const De
   few.accumulate = batch.accumulate;
   few.error = s.error.as<int32_t>();
   few.programmatic_launch = options_.programmatic_launch;
-  few.pipelined_down = options_.few_token_pipelined_down;
-  few.fused = options_.few_token_fused;
-  few.grid_barrier = s.few_token_grid_barrier.as<uint32_t>();
   return cuda::LaunchFewTokenExperts(few, sm_count_, stream);
 }
 
@@ -287,7 +284,8 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
       const int64_t first_row = padded_base[order[begin]];
       EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
           static_cast<const std::byte*>(s.padded_gate_up.data()) + first_row * 2 * intermediate * 2,
-          count * bucket.rows, intermediate, h + first_row * intermediate * 2, true, stream, /*from_bf16=*/true));
+          count * bucket.rows, intermediate, h + first_row * intermediate * 2, true, stream, /*from_bf16=*/true,
+          options_.vector_prefill_kernels));
       EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
                                                        device_pointers + 4 * experts + begin,
                                                        device_pointers + 5 * experts + begin, count,
@@ -355,7 +353,8 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
     }
     if (status.ok()) {
       status = cuda::LaunchSiluMultiplyRows(s.gate_up_out[lane].as<float>(), count, intermediate,
-                                            h + first * intermediate * element, !f32, lane_stream);
+                                            h + first * intermediate * element, !f32, lane_stream,
+                                            /*from_bf16=*/false, options_.vector_prefill_kernels);
     }
     if (status.ok()) {
       status = blas.Linear(h + first * intermediate * element, count, intermediate, down, hidden,

@@ -68,9 +68,6 @@ absl::StatusOr<std::unique_ptr<CudaRoutedExperts>> CudaRoutedExperts::Create(con
   experts->scratch_ = std::make_unique<Scratch>();
   EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->error, DeviceBuffer::Allocate(sizeof(int32_t)));
   EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemset(experts->scratch_->error.data(), 0, sizeof(int32_t)), "cudaMemset"));
-  EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->few_token_grid_barrier, DeviceBuffer::Allocate(2 * sizeof(uint32_t)));
-  EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
-      cudaMemset(experts->scratch_->few_token_grid_barrier.data(), 0, 2 * sizeof(uint32_t)), "cudaMemset"));
   EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->offsets,
                               DeviceBuffer::Allocate((options.n_routed_experts + 1) * sizeof(int32_t)));
   EXPERTMESH_ASSIGN_OR_RETURN(experts->scratch_->active,

@@ -74,11 +74,11 @@ struct CudaExpertOptions {
   // (bench/RESULTS.md, run 8): V2-Lite bf16 at 1/2/4 tokens 62/62/59% of copy bandwidth with one
   // warp per row, 67/71/71% with 0; V3 (more rows than half the warps) unchanged.
   int few_token_warps_per_row = 0;
-  // Few-token kernels: the down kernel's weight loads software-pipelined
-  // (cuda::FewTokenExpertBatch::pipelined_down).
-  bool few_token_pipelined_down = false;
-  // Few-token kernels: both phases in one cooperative kernel (cuda::FewTokenExpertBatch::fused).
-  bool few_token_fused = false;
+  // Permutation and cuBLAS-path SiLU*up: 8 slot lookups in flight per thread, 16-byte pieces
+  // (cuda::LaunchBuildExpertPermutation slots_per_step, LaunchSiluMultiplyRows in_pieces). An H100
+  // profile of V2-Lite prefill at 4096 tokens (bench/RESULTS.md, run 13) had the two at 3.5% and
+  // 20% of the time (the epilogue at 31% of DRAM bandwidth); off until measured on a GPU.
+  bool vector_prefill_kernels = false;
   bool batched_cublas = true;
   // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
@@ -162,8 +162,7 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
   void set_few_token_warps_per_row(int warps) { options_.few_token_warps_per_row = warps; }
-  void set_few_token_pipelined_down(bool pipelined) { options_.few_token_pipelined_down = pipelined; }
-  void set_few_token_fused(bool fused) { options_.few_token_fused = fused; }
+  void set_vector_prefill_kernels(bool vector) { options_.vector_prefill_kernels = vector; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on
   // first use), else why not.
@@ -202,7 +201,6 @@ class CudaRoutedExperts final : public RoutedExperts {
     int64_t row_capacity = 0;
     cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
     cuda::DeviceBuffer offsets, row_token, row_of_slot, error, active;
-    cuda::DeviceBuffer few_token_grid_barrier;  // the fused few-token kernel's two counters (zeroed)
     cuda::DeviceBuffer rows, h, y;
     cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
     // kCublasBatched: operand pointer arrays, padded [experts, rows, *] products, slot -> padded row.

@@ -44,36 +44,14 @@ __device__ __forceinline__ float HalfPairDot(uint32_t w_pair, uint32_t x_pair, f
   return fmaf(w.y, x.y, fmaf(w.x, x.x, acc));
 }
 
-// A 16-byte load from L2, skipping L1: for data other blocks of the same kernel wrote (before a
-// grid-wide barrier), which the non-coherent path may not see.
-__device__ __forceinline__ uint4 LoadFromL2(const uint4* pointer) {
-  uint4 v;
-  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(pointer)
-               : "memory");
-  return v;
-}
-
-// Where DotPiece's 16-bit values live: shared memory, global memory written before the kernel
-// (read through the non-coherent cache), or global memory written earlier in the same kernel.
-enum class ValueSource { kShared, kGlobalReadOnly, kGlobalFromThisKernel };
-
-template <ValueSource kSource>
-__device__ __forceinline__ uint4 LoadValues(const uint4* pointer) {
-  if constexpr (kSource == ValueSource::kShared) return *pointer;
-  if constexpr (kSource == ValueSource::kGlobalReadOnly) return __ldg(pointer);
-  return LoadFromL2(pointer);
-}
-
 // 8 bf16 weights (kFp8 = false) or 16 E4M3 weights (true) times the matching 16-bit values at
-// `row` (16-byte aligned, in kSource).
-template <bool kFp8, ValueSource kSource>
+// `row` (16-byte aligned; shared memory, or global memory read through the non-coherent cache).
+template <bool kFp8, bool kGlobal>
 __device__ __forceinline__ float DotPiece(const uint4& w, const uint16_t* row) {
   const auto* pieces = reinterpret_cast<const uint4*>(row);
-  const uint4 x0 = LoadValues<kSource>(pieces);
+  const uint4 x0 = kGlobal ? __ldg(pieces) : pieces[0];
   if constexpr (kFp8) {
-    const uint4 x1 = LoadValues<kSource>(pieces + 1);
+    const uint4 x1 = kGlobal ? __ldg(pieces + 1) : pieces[1];
     float acc = HalfPairDot(HalfPairOfCodes(w.x, false), x0.x, 0.0f);
     acc = HalfPairDot(HalfPairOfCodes(w.x, true), x0.y, acc);
     acc = HalfPairDot(HalfPairOfCodes(w.y, false), x0.z, acc);

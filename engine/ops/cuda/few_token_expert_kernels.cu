@@ -32,7 +32,6 @@ using few_token::kValuesPerPiece;
 using few_token::kWeightBytes;
 using few_token::LoadStreaming;
 using few_token::Routing;
-using few_token::ValueSource;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
@@ -57,27 +56,6 @@ __device__ __forceinline__ void AllowDependentGrid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
-}
-
-// Waits until every block of the grid has arrived (all resident: the fused kernel is a cooperative
-// launch). state[0] counts arrivals, state[1] the barriers passed; the last block to arrive resets
-// the count and releases the others, so the state is ready for the next launch.
-__device__ __forceinline__ void GridBarrier(uint32_t* state) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    volatile uint32_t* generation = state + 1;
-    const uint32_t passed = *generation;
-    __threadfence();  // this block's writes before its arrival
-    if (atomicAdd(state, 1u) == gridDim.x - 1) {
-      state[0] = 0;
-      __threadfence();
-      atomicAdd(state + 1, 1u);
-    } else {
-      while (*generation == passed) __nanosleep(64);
-    }
-    __threadfence();
-  }
-  __syncthreads();
 }
 
 __device__ __forceinline__ float WarpSum(float value) {
@@ -162,11 +140,11 @@ __device__ __forceinline__ void GateUpRow(const FewTokenExpertBatch& batch, cons
         if (!(tokens >> t & 1u)) continue;
         const uint16_t* x = x_rows + t * hidden + piece * kValuesPerPiece<kFp8>;
         if constexpr (kFp8) {
-          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, ValueSource::kShared>(gate[q], x), gate_acc[t]);
-          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, ValueSource::kShared>(up[q], x), up_acc[t]);
+          gate_acc[t] = fmaf(gate_block_scale, DotPiece<kFp8, false>(gate[q], x), gate_acc[t]);
+          up_acc[t] = fmaf(up_block_scale, DotPiece<kFp8, false>(up[q], x), up_acc[t]);
         } else {
-          gate_acc[t] += DotPiece<kFp8, ValueSource::kShared>(gate[q], x);
-          up_acc[t] += DotPiece<kFp8, ValueSource::kShared>(up[q], x);
+          gate_acc[t] += DotPiece<kFp8, false>(gate[q], x);
+          up_acc[t] += DotPiece<kFp8, false>(up[q], x);
         }
       }
     }
@@ -218,9 +196,13 @@ __device__ __forceinline__ void GateUpTasks(const FewTokenExpertBatch& batch, co
   }
 }
 
-// Stages the tokens' rows (float32 -> bf16, or f16 for FP8), four values per thread and step.
 template <bool kFp8>
-__device__ __forceinline__ void StageTokenRows(const FewTokenExpertBatch& batch, uint16_t* x_rows) {
+__global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTokenExpertBatch batch) {
+  __shared__ Routing routing;
+  extern __shared__ uint4 dynamic_shared[];
+  auto* x_rows = reinterpret_cast<uint16_t*>(dynamic_shared);  // [tokens, hidden] in 16 bits
+  if (threadIdx.x < 32) DecodeRouting(batch, routing, blockIdx.x == 0);
+  // Stage the tokens' rows (float32 -> bf16, or f16 for FP8), four values per thread and step.
   const int quads = static_cast<int>(batch.tokens * batch.hidden / 4);
   const auto* x4 = reinterpret_cast<const float4*>(batch.activations);
   for (int i = threadIdx.x; i < quads; i += kThreads) {
@@ -229,15 +211,6 @@ __device__ __forceinline__ void StageTokenRows(const FewTokenExpertBatch& batch,
     const uint32_t high = uint32_t(warp_mma::To16<kFp8>(v.z)) | uint32_t(warp_mma::To16<kFp8>(v.w)) << 16;
     reinterpret_cast<uint2*>(x_rows)[i] = make_uint2(low, high);
   }
-}
-
-template <bool kFp8>
-__global__ void __launch_bounds__(kThreads, 2) FewTokenGateUpKernel(const FewTokenExpertBatch batch) {
-  __shared__ Routing routing;
-  extern __shared__ uint4 dynamic_shared[];
-  auto* x_rows = reinterpret_cast<uint16_t*>(dynamic_shared);  // [tokens, hidden] in 16 bits
-  if (threadIdx.x < 32) DecodeRouting(batch, routing, blockIdx.x == 0);
-  StageTokenRows<kFp8>(batch, x_rows);
   __syncthreads();
   AllowDependentGrid();
   __shared__ GroupPartials<float2> partials;
@@ -289,7 +262,7 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
         for (int t = 0; t < kMaxTokens; ++t) {
           if (!(tokens >> t & 1u)) continue;
           const uint16_t* h = h_rows + h_offset[t] + piece * kValuesPerPiece<kFp8>;
-          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, ValueSource::kGlobalReadOnly>(w[q], h), acc[t]);
+          acc[t] = fmaf(weight[t] * block_scale, DotPiece<kFp8, true>(w[q], h), acc[t]);
         }
       }
     }
@@ -318,30 +291,22 @@ __device__ __forceinline__ void DownRow(const FewTokenExpertBatch& batch, const 
   }
 }
 
-// Warms L2 with the 128-byte lines of this warp's slice of its first rows (every entry's), while
-// the gate/up kernel finishes.
-template <bool kFp8, int kGroupSize>
-__device__ __forceinline__ void PrefetchFirstDownRows(const FewTokenExpertBatch& batch, const Routing& routing,
-                                                      const WarpGroup<kGroupSize>& group, int first_task, int lane) {
-  if (first_task >= batch.hidden) return;
-  const int intermediate = static_cast<int>(batch.intermediate);
-  const int64_t row_bytes = int64_t(intermediate) * kWeightBytes<kFp8>;
-  const int pieces = intermediate / kValuesPerPiece<kFp8>;  // of 16 bytes
-  const int64_t begin = int64_t(group.Begin(pieces)) * 16 / 128 * 128, end = int64_t(group.End(pieces)) * 16;
-  for (int entry = 0; entry < routing.count; ++entry) {
-    const auto* row = static_cast<const uint8_t*>(batch.down[routing.local[entry]]) + first_task * row_bytes;
-    for (int64_t offset = begin + int64_t(lane) * 128; offset < end; offset += 32 * 128) PrefetchL2(row + offset);
-  }
-}
-
 template <bool kFp8, int kGroupSize>
 __device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, const Routing& routing,
                                           GroupPartials<float>& partials) {
   const WarpGroup<kGroupSize> group(threadIdx.x / 32);
   const int lane = threadIdx.x % 32;
-  const int hidden = static_cast<int>(batch.hidden);
+  const int hidden = static_cast<int>(batch.hidden), intermediate = static_cast<int>(batch.intermediate);
   const int first_task = group.index * gridDim.x + blockIdx.x, groups = gridDim.x * (kWarps / kGroupSize);
-  PrefetchFirstDownRows<kFp8>(batch, routing, group, first_task, lane);
+  if (first_task < hidden) {  // warm L2 with the 128-byte lines of this warp's slice of its first rows
+    const int64_t row_bytes = int64_t(intermediate) * kWeightBytes<kFp8>;
+    const int pieces = intermediate / kValuesPerPiece<kFp8>;  // of 16 bytes
+    const int64_t begin = int64_t(group.Begin(pieces)) * 16 / 128 * 128, end = int64_t(group.End(pieces)) * 16;
+    for (int entry = 0; entry < routing.count; ++entry) {
+      const auto* row = static_cast<const uint8_t*>(batch.down[routing.local[entry]]) + first_task * row_bytes;
+      for (int64_t offset = begin + int64_t(lane) * 128; offset < end; offset += 32 * 128) PrefetchL2(row + offset);
+    }
+  }
   WaitForPrimaryGrid();  // h is written by the gate/up kernel
   // h rows are read through L1 (a few KB each, reused by every task of the block).
   int round = 0;
@@ -350,163 +315,15 @@ __device__ __forceinline__ void DownTasks(const FewTokenExpertBatch& batch, cons
   }
 }
 
-// The same sums with the weight loads software-pipelined: a warp walks its steps (task, entry,
-// round of 32 * kDownUnroll pieces) in order and issues the next step's loads before it uses the
-// current step's, so a load is always in flight, across entries and tasks (the plain version
-// waits for each entry's row, 2 KB for FP8 V3, before it asks for the next). The first step's
-// loads go out before the wait for the gate/up kernel: weights do not depend on it.
-struct DownCursor {
-  int task, entry, round;
-};
-
-template <bool kFp8>
-__device__ __forceinline__ void LoadDownStep(const FewTokenExpertBatch& batch, const Routing& routing,
-                                             const DownCursor& at, int first, int end, uint4 (&w)[kDownUnroll]) {
-  const int intermediate = static_cast<int>(batch.intermediate);
-  const auto* row = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(batch.down[routing.local[at.entry]]) +
-                                                   int64_t(at.task) * intermediate * kWeightBytes<kFp8>);
-#pragma unroll
-  for (int q = 0; q < kDownUnroll; ++q) {
-    if (first + 32 * q < end) w[q] = LoadStreaming(row + first + 32 * q);
-  }
-}
-
-template <bool kFp8, ValueSource kHSource>
-__device__ __forceinline__ void AccumulateDownStep(const FewTokenExpertBatch& batch, const Routing& routing,
-                                                   const DownCursor& at, int first, int end,
-                                                   const uint4 (&w)[kDownUnroll], float (&acc)[kMaxTokens]) {
-  const int intermediate = static_cast<int>(batch.intermediate);
-  const uint32_t tokens = routing.tokens[at.entry];
-  const float* scale = nullptr;
-  if constexpr (kFp8) scale = batch.down_scale[routing.local[at.entry]] + (at.task / 128) * ((intermediate + 127) / 128);
-#pragma unroll
-  for (int q = 0; q < kDownUnroll; ++q) {
-    const int piece = first + 32 * q;
-    if (piece >= end) break;
-    const float block_scale = kFp8 ? __ldg(scale + piece / 8) : 1.0f;
-#pragma unroll
-    for (int t = 0; t < kMaxTokens; ++t) {
-      if (!(tokens >> t & 1u)) continue;
-      const uint16_t* h = batch.h + max(routing.slot[at.entry][t], 0) * intermediate + piece * kValuesPerPiece<kFp8>;
-      acc[t] = fmaf(routing.weight[at.entry][t] * block_scale, DotPiece<kFp8, kHSource>(w[q], h), acc[t]);
-    }
-  }
-}
-
-// Writes a finished output row (the group's first warp adds the members' partial sums).
-template <int kGroupSize>
-__device__ __forceinline__ void FinishDownRow(const FewTokenExpertBatch& batch, int i, int lane,
-                                              const WarpGroup<kGroupSize>& group, float (&acc)[kMaxTokens],
-                                              float (&partials)[kWarps][kMaxTokens]) {
-  const int tokens = static_cast<int>(batch.tokens), hidden = static_cast<int>(batch.hidden);
-  const int warp = threadIdx.x / 32;
-#pragma unroll
-  for (int t = 0; t < kMaxTokens; ++t) {
-    if (t >= tokens) break;
-    const float sum = WarpSum(acc[t]);
-    acc[t] = 0.0f;
-    if (lane != t) continue;
-    if constexpr (kGroupSize == 1) {
-      float* out = batch.output + int64_t(t) * hidden + i;
-      *out = batch.accumulate ? *out + sum : sum;
-    } else {
-      partials[warp][t] = sum;
-    }
-  }
-  if constexpr (kGroupSize > 1) {
-    group.Sync();
-    if (group.member != 0 || lane >= tokens) return;
-    float sum = partials[warp][lane];
-#pragma unroll
-    for (int m = 1; m < kGroupSize; ++m) sum += partials[warp + m][lane];
-    float* out = batch.output + int64_t(lane) * hidden + i;
-    *out = batch.accumulate ? *out + sum : sum;
-  }
-}
-
-// kFused: run by the fused kernel after its gate/up phase; the wait for h is a grid-wide barrier
-// and h is read from L2 (this kernel wrote it).
-template <bool kFp8, int kGroupSize, bool kFused>
-__device__ __forceinline__ void PipelinedDownTasks(const FewTokenExpertBatch& batch, const Routing& routing,
-                                                   GroupPartials<float>& partials) {
-  const WarpGroup<kGroupSize> group(threadIdx.x / 32);
-  const int lane = threadIdx.x % 32, hidden = static_cast<int>(batch.hidden);
-  const int pieces = static_cast<int>(batch.intermediate) / kValuesPerPiece<kFp8>;
-  const int begin = group.Begin(pieces) + lane, end = group.End(pieces);
-  constexpr int kStepPieces = 32 * kDownUnroll;
-  // Every member walks the same (task, entry) sequence, even with an empty slice, so the group's
-  // barriers in FinishDownRow pair up.
-  const int rounds = max(1, (group.End(pieces) - group.Begin(pieces) + kStepPieces - 1) / kStepPieces);
-  const int groups = gridDim.x * (kWarps / kGroupSize);
-  DownCursor at{group.index * static_cast<int>(gridDim.x) + static_cast<int>(blockIdx.x), 0, 0};
-  uint4 current[kDownUnroll], next[kDownUnroll];
-  PrefetchFirstDownRows<kFp8>(batch, routing, group, at.task, lane);
-  if (at.task < hidden) LoadDownStep<kFp8>(batch, routing, at, begin, end, current);
-  if constexpr (kFused) {
-    GridBarrier(batch.grid_barrier);  // every block's h rows written
-  } else {
-    WaitForPrimaryGrid();  // h is written by the gate/up kernel
-  }
-  constexpr ValueSource kHSource = kFused ? ValueSource::kGlobalFromThisKernel : ValueSource::kGlobalReadOnly;
-  float acc[kMaxTokens] = {};
-  for (int task_round = 0; at.task < hidden;) {
-    DownCursor after = at;
-    if (++after.round == rounds) {
-      after.round = 0;
-      if (++after.entry == routing.count) {
-        after.entry = 0;
-        after.task += groups;
-      }
-    }
-    if (after.task < hidden) LoadDownStep<kFp8>(batch, routing, after, begin + after.round * kStepPieces, end, next);
-    AccumulateDownStep<kFp8, kHSource>(batch, routing, at, begin + at.round * kStepPieces, end, current, acc);
-    if (after.task != at.task) FinishDownRow<kGroupSize>(batch, at.task, lane, group, acc, partials[task_round++ & 1]);
-    at = after;
-#pragma unroll
-    for (int q = 0; q < kDownUnroll; ++q) current[q] = next[q];
-  }
-}
-
 // The row count (hidden) is known at launch, so the group size is a template parameter here.
-template <bool kFp8, int kGroupSize, bool kPipelined>
+template <bool kFp8, int kGroupSize>
 __global__ void __launch_bounds__(kThreads, 2) FewTokenDownKernel(const FewTokenExpertBatch batch) {
   __shared__ Routing routing;
   __shared__ GroupPartials<float> partials;
   // The routing comes from before the gate/up kernel, so it can be read while that kernel finishes.
   if (threadIdx.x < 32) DecodeRouting(batch, routing, false);
   __syncthreads();
-  // Without entries every output row is zero (or left as is): the plain version writes them.
-  if (kPipelined && routing.count > 0) {
-    PipelinedDownTasks<kFp8, kGroupSize, false>(batch, routing, partials);
-  } else {
-    DownTasks<kFp8, kGroupSize>(batch, routing, partials);
-  }
-}
-
-// ---- fused: both phases in one cooperative kernel -----------------------------------------
-// The gate/up phase as in FewTokenGateUpKernel, then each warp asks for its first down rows and
-// the grid meets at a barrier (h complete) before the pipelined down phase: no second launch, and
-// the first down loads overlap the gate/up phase's last rows.
-template <bool kFp8, int kDownGroupSize>
-__global__ void __launch_bounds__(kThreads, 2) FewTokenFusedKernel(const FewTokenExpertBatch batch) {
-  __shared__ Routing routing;
-  extern __shared__ uint4 dynamic_shared[];
-  auto* x_rows = reinterpret_cast<uint16_t*>(dynamic_shared);
-  if (threadIdx.x < 32) DecodeRouting(batch, routing, blockIdx.x == 0);
-  StageTokenRows<kFp8>(batch, x_rows);
-  __syncthreads();
-  __shared__ GroupPartials<float2> gate_up_partials;
-  __shared__ GroupPartials<float> down_partials;
-  if (GroupSize(batch.warps_per_row, routing.count * static_cast<int>(batch.intermediate), gridDim.x * kWarps) == 2) {
-    GateUpTasks<kFp8, 2>(batch, routing, x_rows, gate_up_partials);
-  } else {
-    GateUpTasks<kFp8, 1>(batch, routing, x_rows, gate_up_partials);
-  }
-  if (routing.count > 0) {
-    PipelinedDownTasks<kFp8, kDownGroupSize, true>(batch, routing, down_partials);
-  } else {
-    DownTasks<kFp8, kDownGroupSize>(batch, routing, down_partials);  // no entries: zero rows, no h
-  }
+  DownTasks<kFp8, kGroupSize>(batch, routing, partials);
 }
 
 // ---- launch -------------------------------------------------------------------------------
@@ -557,11 +374,7 @@ absl::Status CheckFewTokenExperts(int64_t tokens, int64_t top_k, int64_t hidden,
 absl::Status PrepareFewTokenExpertKernels() {
   for (const void* kernel :
        {reinterpret_cast<const void*>(FewTokenGateUpKernel<false>),
-        reinterpret_cast<const void*>(FewTokenGateUpKernel<true>),
-        reinterpret_cast<const void*>(FewTokenFusedKernel<false, 1>),
-        reinterpret_cast<const void*>(FewTokenFusedKernel<false, 2>),
-        reinterpret_cast<const void*>(FewTokenFusedKernel<true, 1>),
-        reinterpret_cast<const void*>(FewTokenFusedKernel<true, 2>)}) {
+        reinterpret_cast<const void*>(FewTokenGateUpKernel<true>)}) {
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxDynamicShared),
         "cudaFuncSetAttribute(few-token experts)"));
@@ -581,40 +394,14 @@ absl::Status PreparedOn(int device) {
   return it->second;
 }
 
-// One cooperative launch of the fused kernel (every block resident, as its grid barrier needs).
-template <bool kFp8>
-absl::Status LaunchFused(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
-  void (*fused)(FewTokenExpertBatch) = FewTokenFusedKernel<kFp8, 1>;
-  EXPERTMESH_ASSIGN_OR_RETURN(
-      int blocks, BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(fused), GateUpShared(batch)));
-  if (GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), blocks * sm_count * kWarps) == 2) {
-    fused = FewTokenFusedKernel<kFp8, 2>;
-    EXPERTMESH_ASSIGN_OR_RETURN(
-        blocks, BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(fused), GateUpShared(batch)));
-  }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(blocks * sm_count));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(GateUpShared(batch));
-  config.stream = AsStream(stream);
-  cudaLaunchAttribute attribute = {};
-  attribute.id = cudaLaunchAttributeCooperative;
-  attribute.val.cooperative = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return CudaStatus(cudaLaunchKernelEx(&config, fused, batch), "FewTokenFusedKernel");
-}
-
 template <bool kFp8>
 absl::Status LaunchKernels(const FewTokenExpertBatch& batch, int device, int sm_count, void* stream) {
-  if (batch.fused) return LaunchFused<kFp8>(batch, device, sm_count, stream);
   const auto* gate_up = reinterpret_cast<const void*>(FewTokenGateUpKernel<kFp8>);
   EXPERTMESH_ASSIGN_OR_RETURN(const int gate_up_blocks, BlocksPerMultiprocessor(device, gate_up, GateUpShared(batch)));
-  void (*down)(FewTokenExpertBatch) =
-      batch.pipelined_down ? FewTokenDownKernel<kFp8, 1, true> : FewTokenDownKernel<kFp8, 1, false>;
+  void (*down)(FewTokenExpertBatch) = FewTokenDownKernel<kFp8, 1>;
   EXPERTMESH_ASSIGN_OR_RETURN(int down_blocks, BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(down), 0));
   if (GroupSize(batch.warps_per_row, static_cast<int>(batch.hidden), down_blocks * sm_count * kWarps) == 2) {
-    down = batch.pipelined_down ? FewTokenDownKernel<kFp8, 2, true> : FewTokenDownKernel<kFp8, 2, false>;
+    down = FewTokenDownKernel<kFp8, 2>;
     EXPERTMESH_ASSIGN_OR_RETURN(down_blocks,
                                 BlocksPerMultiprocessor(device, reinterpret_cast<const void*>(down), 0));
   }
@@ -644,9 +431,6 @@ absl::Status LaunchFewTokenExperts(const FewTokenExpertBatch& batch, int sm_coun
   }
   if (batch.n_routed <= 0 || batch.n_routed >= (int64_t(1) << 31) || sm_count <= 0) {
     return absl::InvalidArgumentError("LaunchFewTokenExperts: bad expert count or multiprocessor count");
-  }
-  if (batch.fused && batch.grid_barrier == nullptr) {
-    return absl::InvalidArgumentError("LaunchFewTokenExperts: the fused kernel needs its grid barrier state");
   }
   if (batch.warps_per_row < 0 || batch.warps_per_row > 2) {
     return absl::InvalidArgumentError(

@@ -1,6 +1,5 @@
 // Launcher for the few-token routed-expert kernels: the whole SwiGLU expert FFN of a batch of at
-// most kFewTokenMaxTokens tokens in two launches (or one fused), with no permutation, gather or
-// combine kernel.
+// most kFewTokenMaxTokens tokens in two launches, with no permutation, gather or combine kernel.
 // Every block decodes the batch's few routing slots itself; warps stream weight rows (bf16, or FP8
 // E4M3 with 128x128 block scales; a row per warp or per pair of warps) against the tokens' rows
 // held in shared memory, and the down kernel folds the gate weights in, writing each output
@@ -44,14 +43,6 @@ struct FewTokenExpertBatch {
   // Launch the down kernel as a programmatic dependent of the gate/up kernel (it decodes the
   // routing and prefetches its first weight rows into L2 while gate/up finishes).
   bool programmatic_launch = true;
-  // The down kernel issues each step's weight loads before it uses the previous step's (a load
-  // always in flight per warp); false: each entry's row is loaded, then used.
-  bool pipelined_down = false;
-  // Both phases in one cooperative kernel (a grid-wide barrier between them; down loads
-  // pipelined), instead of two launches. Needs `grid_barrier`: two zeroed uint32 words, owned by
-  // the caller and used by one launch at a time (the kernel leaves them ready for the next).
-  bool fused = false;
-  uint32_t* grid_barrier = nullptr;
 };
 
 // OK when the kernels take this shape: 1 <= tokens <= kFewTokenMaxTokens, top_k <=

@@ -1,6 +1,6 @@
-// Routed-expert kernels: slot permutation by expert, row gather, mma.sync SwiGLU halves
-// (bf16 or on-the-fly dequantized FP8 block-scaled weights), SiLU*up epilogue, weighted combine,
-// FP8 block dequantization. Launchers are declared in moe_kernels.h.
+// Routed-expert kernels: mma.sync SwiGLU halves (bf16 or on-the-fly dequantized FP8 block-scaled
+// weights) and FP8 block dequantization. Launchers are declared in moe_kernels.h (the routing
+// kernels, permutation to combine, are in moe_routing_kernels.cu).
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -18,163 +18,6 @@ namespace expertmesh::cuda {
 namespace {
 
 using namespace warp_mma;  // NOLINT: the shared MMA helpers
-constexpr int kPermutationThreads = 1024;
-
-// ---- permutation --------------------------------------------------------------------------
-
-__device__ __forceinline__ int32_t LocalSlotOf(int32_t id, const int32_t* slot_of_expert, int32_t n_routed) {
-  if (id < 0 || id >= n_routed) return -1;
-  return slot_of_expert[id];
-}
-
-__global__ void __launch_bounds__(kPermutationThreads)
-BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32_t top_k,
-                       const int32_t* __restrict__ slot_of_expert, int32_t n_routed, int32_t num_local,
-                       int32_t* __restrict__ offsets, int32_t* __restrict__ row_token,
-                       int32_t* __restrict__ row_of_slot, int32_t* __restrict__ active, int32_t* __restrict__ error) {
-  __shared__ int32_t counts[kPermutationThreads];
-  __shared__ int32_t cursors[kPermutationThreads];
-  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) counts[e] = 0;
-  __syncthreads();
-  // Pass 1: rows per local expert (shared-memory atomics), invalid ids flagged.
-  for (int32_t i = threadIdx.x; i < num_slots; i += blockDim.x) {
-    const int32_t id = ids[i];
-    const int32_t slot = LocalSlotOf(id, slot_of_expert, n_routed);
-    if (id >= n_routed || (id >= 0 && slot < 0)) atomicExch(error, 1);
-    if (slot >= 0) atomicAdd(&counts[slot], 1);
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t total = 0, with_rows = 0;
-    for (int32_t e = 0; e < num_local; ++e) {
-      cursors[e] = total;
-      offsets[e] = total;
-      total += counts[e];
-      if (active != nullptr && counts[e] > 0) active[1 + with_rows++] = e;
-    }
-    offsets[num_local] = total;
-    if (active != nullptr) active[0] = with_rows;
-  }
-  __syncthreads();
-  // Pass 2: each slot takes the next row of its expert. The order of rows within an expert is
-  // not fixed, but every row is computed independently, so results do not depend on it.
-  for (int32_t i = threadIdx.x; i < num_slots; i += blockDim.x) {
-    const int32_t slot = LocalSlotOf(ids[i], slot_of_expert, n_routed);
-    if (slot < 0) {
-      row_of_slot[i] = -1;
-      continue;
-    }
-    const int32_t row = atomicAdd(&cursors[slot], 1);
-    row_token[row] = i / top_k;
-    row_of_slot[i] = row;
-  }
-}
-
-// ---- gather / epilogues -------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t PackPair16(float lo, float hi, RowType type) {
-  if (type == RowType::kF16) {
-    __half2 pair = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&pair);
-  }
-  __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&pair);
-}
-
-__global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ row_token,
-                                 const int32_t* __restrict__ offsets, int32_t num_local, int64_t hidden,
-                                 void* __restrict__ rows_out, RowType type) {
-  const int32_t total_rows = offsets[num_local];
-  const int64_t quads = hidden / 4;
-  for (int32_t row = blockIdx.x; row < total_rows; row += gridDim.x) {
-    const float4* source = reinterpret_cast<const float4*>(x + int64_t(row_token[row]) * hidden);
-    if (type != RowType::kF32) {
-      uint2* destination = reinterpret_cast<uint2*>(static_cast<uint16_t*>(rows_out) + int64_t(row) * hidden);
-      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-        const float4 v = source[q];
-        destination[q] = make_uint2(PackPair16(v.x, v.y, type), PackPair16(v.z, v.w, type));
-      }
-    } else {
-      float4* destination = reinterpret_cast<float4*>(static_cast<float*>(rows_out) + int64_t(row) * hidden);
-      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) destination[q] = source[q];
-    }
-  }
-}
-
-__device__ __forceinline__ float AsFloat(float v) { return v; }
-__device__ __forceinline__ float AsFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename In>
-__global__ void SiluMultiplyRowsKernel(const In* __restrict__ gate_up, int64_t rows, int64_t intermediate,
-                                       void* __restrict__ h, bool to_bf16) {
-  const int64_t count = rows * intermediate;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / intermediate, j = i - r * intermediate;
-    const In* row = gate_up + r * 2 * intermediate;
-    const float value = Silu(AsFloat(row[j])) * AsFloat(row[intermediate + j]);
-    if (to_bf16) {
-      static_cast<__nv_bfloat16*>(h)[i] = __float2bfloat16_rn(value);
-    } else {
-      static_cast<float*>(h)[i] = value;
-    }
-  }
-}
-
-// Four consecutive values of a row as floats (float32 or bf16 rows).
-__device__ __forceinline__ float4 LoadFour(const float* row, int64_t q) { return reinterpret_cast<const float4*>(row)[q]; }
-__device__ __forceinline__ float4 LoadFour(const __nv_bfloat16* row, int64_t q) {
-  const uint2 bits = reinterpret_cast<const uint2*>(row)[q];
-  const float2 low = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
-  const float2 high = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
-  return make_float4(low.x, low.y, high.x, high.y);
-}
-
-template <typename Y>
-__global__ void CombineRowsKernel(const Y* __restrict__ y, const int32_t* __restrict__ row_of_slot,
-                                  const float* __restrict__ gate_weights, int32_t top_k, int64_t hidden,
-                                  float* __restrict__ out, bool accumulate) {
-  const int64_t token = blockIdx.x;
-  const int32_t* rows = row_of_slot + token * top_k;
-  const float* weights = gate_weights + token * top_k;
-  const int64_t quads = hidden / 4;
-  float4* destination = reinterpret_cast<float4*>(out + token * hidden);
-  for (int64_t q = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; q < quads; q += int64_t(gridDim.y) * blockDim.x) {
-    float4 sum = accumulate ? destination[q] : make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int32_t k = 0; k < top_k; ++k) {
-      const int32_t row = rows[k];
-      if (row < 0) continue;
-      const float w = weights[k];
-      const float4 v = LoadFour(y + int64_t(row) * hidden, q);
-      sum.x += w * v.x;
-      sum.y += w * v.y;
-      sum.z += w * v.z;
-      sum.w += w * v.w;
-    }
-    destination[q] = sum;
-  }
-}
-
-__global__ void PadRowsOfSlotsKernel(const int32_t* __restrict__ row_of_slot, int64_t num_slots,
-                                     const int32_t* __restrict__ offsets, int32_t num_local,
-                                     const int32_t* __restrict__ padded_base, int32_t* __restrict__ out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < num_slots; i += int64_t(gridDim.x) * blockDim.x) {
-    const int32_t row = row_of_slot[i];
-    if (row < 0) {
-      out[i] = -1;
-      continue;
-    }
-    int32_t low = 0, high = num_local;  // the last e with offsets[e] <= row (rows of e are non-empty)
-    while (high - low > 1) {
-      const int32_t middle = (low + high) / 2;
-      if (offsets[middle] <= row) {
-        low = middle;
-      } else {
-        high = middle;
-      }
-    }
-    out[i] = padded_base[low] + (row - offsets[low]);
-  }
-}
 
 // ---- tensor-core expert kernels -------------------------------------------------------------
 //
@@ -336,31 +179,6 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 
 }  // namespace
 
-absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
-                                          const int32_t* slot_of_expert, int64_t n_routed_experts,
-                                          int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream) {
-  if (num_local < 0 || num_local > kPermutationThreads || top_k <= 0 || num_slots < 0 ||
-      num_slots > (int64_t(1) << 30)) {
-    return absl::InvalidArgumentError("LaunchBuildExpertPermutation: at most 1024 local experts, top_k > 0");
-  }
-  BuildPermutationKernel<<<1, kPermutationThreads, 0, AsStream(stream)>>>(
-      expert_ids, static_cast<int32_t>(num_slots), static_cast<int32_t>(top_k), slot_of_expert,
-      static_cast<int32_t>(n_routed_experts), static_cast<int32_t>(num_local), offsets, row_token, row_of_slot,
-      active, error);
-  return LastLaunchStatus("BuildPermutationKernel");
-}
-
-absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets, int64_t num_local,
-                              int64_t max_rows, int64_t hidden, void* rows_out, RowType type, void* stream) {
-  if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchGatherRows: hidden must be a multiple of 4");
-  if (max_rows <= 0) return absl::OkStatus();
-  const unsigned blocks = static_cast<unsigned>(max_rows < 4096 ? max_rows : 4096);
-  GatherRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(x, row_token, offsets, static_cast<int32_t>(num_local),
-                                                         hidden, rows_out, type);
-  return LastLaunchStatus("GatherRowsKernel");
-}
-
 absl::Status PrepareExpertKernels() {
   static PreparedPerDevice kernels([] {
     cudaError_t error = AllowRing(ExpertGateUpKernel<false, true>, kRingBytes<false>);
@@ -433,47 +251,6 @@ int ChooseSplitK(int64_t units, int64_t expected_experts, int64_t k, int64_t tar
     split *= 2;
   }
   return split;
-}
-
-absl::Status LaunchSiluMultiplyRows(const void* gate_up, int64_t rows, int64_t intermediate, void* h, bool to_bf16,
-                                    void* stream, bool from_bf16) {
-  if (rows <= 0 || intermediate <= 0) return absl::OkStatus();
-  const unsigned blocks = GridFor(rows * intermediate, 256);
-  if (from_bf16) {
-    SiluMultiplyRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(static_cast<const __nv_bfloat16*>(gate_up), rows,
-                                                                 intermediate, h, to_bf16);
-  } else {
-    SiluMultiplyRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(static_cast<const float*>(gate_up), rows, intermediate,
-                                                                 h, to_bf16);
-  }
-  return LastLaunchStatus("SiluMultiplyRowsKernel");
-}
-
-absl::Status LaunchPadRowsOfSlots(const int32_t* row_of_slot, int64_t num_slots, const int32_t* offsets,
-                                  int64_t num_local, const int32_t* padded_base, int32_t* out, void* stream) {
-  if (num_local <= 0 || num_local > (int64_t(1) << 30)) return absl::InvalidArgumentError("LaunchPadRowsOfSlots: num_local");
-  if (num_slots <= 0) return absl::OkStatus();
-  PadRowsOfSlotsKernel<<<GridFor(num_slots, 256), 256, 0, AsStream(stream)>>>(
-      row_of_slot, num_slots, offsets, static_cast<int32_t>(num_local), padded_base, out);
-  return LastLaunchStatus("PadRowsOfSlotsKernel");
-}
-
-absl::Status LaunchCombineExpertRows(const void* y, const int32_t* row_of_slot, const float* gate_weights,
-                                     int64_t tokens, int64_t top_k, int64_t hidden, float* out, bool accumulate,
-                                     void* stream, bool y_bf16) {
-  if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchCombineExpertRows: hidden must be a multiple of 4");
-  if (tokens <= 0) return absl::OkStatus();
-  const unsigned parts = static_cast<unsigned>((hidden / 4 + 255) / 256);  // 1024 columns per block
-  const dim3 grid(static_cast<unsigned>(tokens), parts);
-  if (y_bf16) {
-    CombineRowsKernel<<<grid, 256, 0, AsStream(stream)>>>(static_cast<const __nv_bfloat16*>(y), row_of_slot,
-                                                          gate_weights, static_cast<int32_t>(top_k), hidden, out,
-                                                          accumulate);
-  } else {
-    CombineRowsKernel<<<grid, 256, 0, AsStream(stream)>>>(static_cast<const float*>(y), row_of_slot, gate_weights,
-                                                          static_cast<int32_t>(top_k), hidden, out, accumulate);
-  }
-  return LastLaunchStatus("CombineRowsKernel");
 }
 
 absl::Status LaunchDequantizeFp8Block(const uint8_t* fp8, const float* scale, int64_t rows, int64_t cols,

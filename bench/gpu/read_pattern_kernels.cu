@@ -5,6 +5,8 @@
 #include <cstdint>
 
 #include "bench/gpu/read_pattern_kernels.h"
+#include "engine/core/status_macros.h"
+#include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/few_token_dot.cuh"
 
 namespace expertmesh::bench {
@@ -115,13 +117,12 @@ absl::Status LaunchBulkRead(const void* base, int64_t bytes, int blocks_per_sm, 
     return absl::InvalidArgumentError("LaunchBulkRead: 16-byte aligned whole 16-byte pieces, positive counts");
   }
   constexpr int kShared = kBulkStages * kBulkChunk;
-  cudaError_t error = cudaFuncSetAttribute(BulkReadKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared);
-  if (error == cudaSuccess) {
-    BulkReadKernel<<<blocks_per_sm * sm_count, 32, kShared, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const uint8_t*>(base), bytes, sink);
-    error = cudaGetLastError();
-  }
-  return error == cudaSuccess ? absl::OkStatus() : absl::InternalError(cudaGetErrorString(error));
+  EXPERTMESH_RETURN_IF_ERROR(cuda::CudaStatus(
+      cudaFuncSetAttribute(BulkReadKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared),
+      "cudaFuncSetAttribute(BulkReadKernel)"));
+  BulkReadKernel<<<blocks_per_sm * sm_count, 32, kShared, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const uint8_t*>(base), bytes, sink);
+  return cuda::LastLaunchStatus("BulkReadKernel");
 }
 
 absl::Status LaunchReadPattern(const void* base, int64_t rows, int64_t row_bytes, bool whole_rows, float* sink,
@@ -131,8 +132,7 @@ absl::Status LaunchReadPattern(const void* base, int64_t rows, int64_t row_bytes
   }
   ReadPatternKernel<<<2 * sm_count, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       static_cast<const uint8_t*>(base), rows, row_bytes, whole_rows, sink);
-  const cudaError_t error = cudaGetLastError();
-  return error == cudaSuccess ? absl::OkStatus() : absl::InternalError(cudaGetErrorString(error));
+  return cuda::LastLaunchStatus("ReadPatternKernel");
 }
 
 }  // namespace expertmesh::bench

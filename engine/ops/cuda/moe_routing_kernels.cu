@@ -24,19 +24,27 @@ __device__ __forceinline__ int32_t LocalSlotOf(int32_t id, const int32_t* slot_o
   return slot_of_expert[id];
 }
 
-// The ids of slots first, first + blockDim.x, ... (kSlotsPerStep of them; -1 past the end) and
-// their local slots: all id loads issued, then all table loads.
-template <int kSlotsPerStep>
-__device__ __forceinline__ void LookUpSlots(const int32_t* ids, int32_t first, int32_t num_slots,
-                                            const int32_t* slot_of_expert, int32_t n_routed,
-                                            int32_t (&id)[kSlotsPerStep], int32_t (&slot)[kSlotsPerStep]) {
+// Calls visit(i, id, local slot) for this thread's slots i = threadIdx.x, + blockDim.x, ... of the
+// one block, kSlotsPerStep at a time: all id loads of a step issued, then all table loads, then
+// the visits (1: one dependent pair of loads after another).
+template <int kSlotsPerStep, typename Visit>
+__device__ __forceinline__ void ForEachSlot(const int32_t* ids, int32_t num_slots, const int32_t* slot_of_expert,
+                                            int32_t n_routed, Visit visit) {
+  const auto threads = static_cast<int32_t>(blockDim.x);
+  for (int32_t first = threadIdx.x; first < num_slots; first += threads * kSlotsPerStep) {
+    int32_t id[kSlotsPerStep], slot[kSlotsPerStep];
 #pragma unroll
-  for (int b = 0; b < kSlotsPerStep; ++b) {
-    const int32_t i = first + b * static_cast<int32_t>(blockDim.x);
-    id[b] = i < num_slots ? ids[i] : -1;
+    for (int b = 0; b < kSlotsPerStep; ++b) {
+      const int32_t i = first + b * threads;
+      id[b] = i < num_slots ? ids[i] : -1;
+    }
+#pragma unroll
+    for (int b = 0; b < kSlotsPerStep; ++b) slot[b] = LocalSlotOf(id[b], slot_of_expert, n_routed);
+#pragma unroll
+    for (int b = 0; b < kSlotsPerStep; ++b) {
+      if (first + b * threads < num_slots) visit(first + b * threads, id[b], slot[b]);
+    }
   }
-#pragma unroll
-  for (int b = 0; b < kSlotsPerStep; ++b) slot[b] = LocalSlotOf(id[b], slot_of_expert, n_routed);
 }
 
 template <int kSlotsPerStep>
@@ -49,18 +57,11 @@ BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32
   __shared__ int32_t cursors[kPermutationThreads];
   for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) counts[e] = 0;
   __syncthreads();
-  // Pass 1: rows per local expert (shared-memory atomics), invalid ids flagged. One block walks
-  // every slot; with kSlotsPerStep > 1 each thread looks up that many at once (loads in flight
-  // together instead of one dependent pair of loads after another).
-  for (int32_t first = threadIdx.x; first < num_slots; first += blockDim.x * kSlotsPerStep) {
-    int32_t id[kSlotsPerStep], slot[kSlotsPerStep];
-    LookUpSlots<kSlotsPerStep>(ids, first, num_slots, slot_of_expert, n_routed, id, slot);
-#pragma unroll
-    for (int b = 0; b < kSlotsPerStep; ++b) {
-      if (id[b] >= n_routed || (id[b] >= 0 && slot[b] < 0)) atomicExch(error, 1);
-      if (slot[b] >= 0) atomicAdd(&counts[slot[b]], 1);
-    }
-  }
+  // Pass 1: rows per local expert (shared-memory atomics), invalid ids flagged.
+  ForEachSlot<kSlotsPerStep>(ids, num_slots, slot_of_expert, n_routed, [&](int32_t, int32_t id, int32_t slot) {
+    if (id >= n_routed || (id >= 0 && slot < 0)) atomicExch(error, 1);
+    if (slot >= 0) atomicAdd(&counts[slot], 1);
+  });
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t total = 0, with_rows = 0;
@@ -76,22 +77,15 @@ BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32
   __syncthreads();
   // Pass 2: each slot takes the next row of its expert. The order of rows within an expert is
   // not fixed, but every row is computed independently, so results do not depend on it.
-  for (int32_t first = threadIdx.x; first < num_slots; first += blockDim.x * kSlotsPerStep) {
-    int32_t id[kSlotsPerStep], slot[kSlotsPerStep];
-    LookUpSlots<kSlotsPerStep>(ids, first, num_slots, slot_of_expert, n_routed, id, slot);
-#pragma unroll
-    for (int b = 0; b < kSlotsPerStep; ++b) {
-      const int32_t i = first + b * static_cast<int32_t>(blockDim.x);
-      if (i >= num_slots) break;
-      if (slot[b] < 0) {
-        row_of_slot[i] = -1;
-        continue;
-      }
-      const int32_t row = atomicAdd(&cursors[slot[b]], 1);
-      row_token[row] = i / top_k;
-      row_of_slot[i] = row;
+  ForEachSlot<kSlotsPerStep>(ids, num_slots, slot_of_expert, n_routed, [&](int32_t i, int32_t, int32_t slot) {
+    if (slot < 0) {
+      row_of_slot[i] = -1;
+      return;
     }
-  }
+    const int32_t row = atomicAdd(&cursors[slot], 1);
+    row_token[row] = i / top_k;
+    row_of_slot[i] = row;
+  });
 }
 
 // ---- gather / epilogues -------------------------------------------------------------------

@@ -1,26 +1,86 @@
-// Bucketing of experts by row count (see expert_row_buckets.h).
+// Bucketing of experts by row count (see expert_row_buckets.h): the quarter rule and the
+// least-cost plan.
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace expertmesh {
+namespace {
 
-std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
-                                                 int64_t row_alignment) {
+// (rows rounded up to the alignment, expert) for the experts with rows, most rows first, ties in
+// expert order.
+std::vector<std::pair<int64_t, int32_t>> RoundedRowsMostFirst(std::span<const int32_t> offsets, int64_t row_alignment) {
   row_alignment = std::max<int64_t>(row_alignment, 1);
-  std::vector<std::pair<int64_t, int32_t>> by_rows;  // (rows rounded up, expert), most rows first
+  std::vector<std::pair<int64_t, int32_t>> by_rows;
   for (size_t e = 0; e + 1 < offsets.size(); ++e) {
     if (const int64_t rows = offsets[e + 1] - offsets[e]; rows > 0) {
       by_rows.emplace_back((rows + row_alignment - 1) / row_alignment * row_alignment, static_cast<int32_t>(e));
     }
   }
   std::stable_sort(by_rows.begin(), by_rows.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return by_rows;
+}
+
+}  // namespace
+
+std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
+                                                 int64_t row_alignment) {
   std::vector<ExpertRowBucket> buckets;
-  for (const auto& [rows, expert] : by_rows) {
+  for (const auto& [rows, expert] : RoundedRowsMostFirst(offsets, row_alignment)) {
     const bool wasteful = !buckets.empty() && 4 * rows < 3 * buckets.back().rows;
     if (buckets.empty() || (wasteful && static_cast<int>(buckets.size()) < max_buckets)) buckets.push_back({rows, {}});
     buckets.back().experts.push_back(expert);
+  }
+  return buckets;
+}
+
+std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
+                                                  int64_t row_alignment, int64_t bucket_cost_rows) {
+  const std::vector<std::pair<int64_t, int32_t>> by_rows = RoundedRowsMostFirst(offsets, row_alignment);
+  if (by_rows.empty()) return {};
+  // Distinct rounded counts, most first: value[g], and first[g] = index in by_rows of its first
+  // expert (first[distinct] = all). A bucket is a run of groups [i, j): value[i] * (first[j] -
+  // first[i]) padded rows.
+  std::vector<int64_t> value;
+  std::vector<int64_t> first;
+  for (size_t k = 0; k < by_rows.size(); ++k) {
+    if (k == 0 || by_rows[k].first != by_rows[k - 1].first) {
+      value.push_back(by_rows[k].first);
+      first.push_back(static_cast<int64_t>(k));
+    }
+  }
+  const auto distinct = static_cast<int64_t>(value.size());
+  first.push_back(static_cast<int64_t>(by_rows.size()));
+  const int64_t most_buckets = std::clamp<int64_t>(max_buckets, 1, distinct);
+  // cost[b][j]: the least cost of groups [0, j) in b buckets; split[b][j]: where its last bucket starts.
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  std::vector<std::vector<int64_t>> cost(most_buckets + 1, std::vector<int64_t>(distinct + 1, kNone));
+  std::vector<std::vector<int64_t>> split(most_buckets + 1, std::vector<int64_t>(distinct + 1, 0));
+  cost[0][0] = 0;
+  for (int64_t b = 1; b <= most_buckets; ++b) {
+    for (int64_t j = b; j <= distinct; ++j) {
+      for (int64_t i = b - 1; i < j; ++i) {
+        if (cost[b - 1][i] == kNone) continue;
+        const int64_t candidate = cost[b - 1][i] + value[i] * (first[j] - first[i]) + bucket_cost_rows;
+        if (candidate < cost[b][j]) {
+          cost[b][j] = candidate;
+          split[b][j] = i;
+        }
+      }
+    }
+  }
+  int64_t buckets_used = 1;  // the fewest buckets among equal costs
+  for (int64_t b = 2; b <= most_buckets; ++b) {
+    if (cost[b][distinct] < cost[buckets_used][distinct]) buckets_used = b;
+  }
+  std::vector<ExpertRowBucket> buckets(buckets_used);
+  for (int64_t b = buckets_used, j = distinct; b > 0; j = split[b][j], --b) {
+    const int64_t i = split[b][j];
+    ExpertRowBucket& bucket = buckets[b - 1];
+    bucket.rows = value[i];
+    for (int64_t k = first[i]; k < first[j]; ++k) bucket.experts.push_back(by_rows[k].second);
   }
   return buckets;
 }

@@ -25,4 +25,12 @@ struct ExpertRowBucket {
 std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
                                                  int64_t row_alignment = 1);
 
+// The same buckets (rounded counts, most rows first, at most `max_buckets`), chosen for the least
+// cost instead of by the quarter rule: the padded rows of all experts plus `bucket_cost_rows` for
+// every bucket (what one more batch of launches and its last, partly filled wave cost, in rows of
+// one expert's products). Experts whose counts round alike always share a bucket. Exact (dynamic
+// programming over the distinct rounded counts, O(max_buckets x distinct^2)).
+std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
+                                                  int64_t row_alignment, int64_t bucket_cost_rows);
+
 }  // namespace expertmesh

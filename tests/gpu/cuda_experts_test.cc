@@ -181,8 +181,9 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
 }
 
 // Skewed routing (expert 0 on every token, expert 1 on half, the rest rarely): the batched path
-// pads per bucket of similar row counts, so several buckets run, each with its own row count;
-// FP8 also with one dequantized expert per group (groups restart in each bucket).
+// pads per bucket of similar row counts, so several buckets run, each with its own row count
+// (by the quarter rule and planned); FP8 also with one dequantized expert per group (groups
+// restart in each bucket).
 TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
     Build(Shape{256, 128, 8}, format);
@@ -204,13 +205,17 @@ TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) 
     }
     for (int buckets : {1, 2, 4}) {
       gpu_->set_batched_row_buckets(buckets);
-      for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
-        gpu_->set_fp8_dequantize_bytes(group_bytes);
-        EXPECT_LT(CompareBatch(1, b), kBf16Tolerance)
-            << "format " << int(format) << " buckets " << buckets << " group bytes " << group_bytes;
+      for (int64_t cost_rows : {0, 1, 64}) {  // the quarter rule, then planned buckets
+        gpu_->set_batched_bucket_cost_rows(cost_rows);
+        for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
+          gpu_->set_fp8_dequantize_bytes(group_bytes);
+          EXPECT_LT(CompareBatch(1, b), kBf16Tolerance) << "format " << int(format) << " buckets " << buckets
+                                                        << " cost rows " << cost_rows << " group bytes " << group_bytes;
+        }
       }
     }
     gpu_->set_batched_row_buckets(4);
+    gpu_->set_batched_bucket_cost_rows(0);
     gpu_->set_fp8_dequantize_bytes(int64_t(1) << 30);
   }
 }

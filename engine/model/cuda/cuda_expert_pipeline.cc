@@ -57,9 +57,10 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   // Above that (kAuto, measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core
   // kernels (no host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the
   // kernels for batches of at most max_tokens_for_direct_kernels tokens and the padded cuBLAS
-  // batch above; FP8 experts the kernels while no expert has more than max_rows_for_direct_kernels
-  // rows, then the W8A8 GEMMs (fp8_activations, where cuBLASLt allows) or the padded batch over
-  // dequantized groups.
+  // batch above; FP8 experts the W8A8 GEMMs from fp8_products_min_tokens tokens (fp8_activations,
+  // where cuBLASLt allows), else the kernels while no expert has more than
+  // max_rows_for_direct_kernels rows, then the W8A8 GEMMs or the padded batch over dequantized
+  // groups.
   if (batch.capturable) {
     if (f32) return absl::FailedPreconditionError("float32 experts cannot run inside a CUDA graph (cuBLAS path)");
     path = ExpertGemmPath::kDirect;
@@ -67,6 +68,10 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   if (f32 && (path == ExpertGemmPath::kAuto || path == ExpertGemmPath::kDirect)) path = ExpertGemmPath::kCublasStreams;
   if (path == ExpertGemmPath::kAuto && !fp8 && options_.batched_cublas) {
     path = tokens <= options_.max_tokens_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasBatched;
+  }
+  if (path == ExpertGemmPath::kAuto && fp8 && options_.fp8_activations &&
+      tokens >= options_.fp8_products_min_tokens && Fp8ProductsAvailableLocked().ok()) {
+    path = ExpertGemmPath::kCublasFp8;
   }
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
@@ -182,7 +187,10 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
   const std::vector<ExpertRowBucket> buckets =
-      BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
+      options_.batched_bucket_cost_rows > 0
+          ? PlanExpertRowBuckets(offsets, options_.batched_row_buckets, kBatchedRowAlignment,
+                                 options_.batched_bucket_cost_rows)
+          : BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
   if (buckets.empty()) return absl::OkStatus();
   // Experts in bucket order (most rows first); each padded to its bucket's row count.
   std::vector<int32_t> order, padded_base(num_local, 0);  // padded_base[e]: expert e's first padded row

@@ -84,17 +84,30 @@ struct CudaExpertOptions {
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
   // this many buckets (1: the single padded batch, kept for side-by-side benchmarks).
   int batched_row_buckets = 4;
+  // kCublasBatched: 0 = buckets by BucketExpertsByRows' quarter rule; > 0 = PlanExpertRowBuckets,
+  // the fewest padded rows with each bucket counted as this many more. For one uniform random
+  // routing of 4096 tokens to V2-Lite's 64 experts (top 6), the quarter rule's one bucket pads
+  // 12.5% more rows than routed, the plan 3.5% (3 buckets at 256) or 5.5% (2 at 1024); the
+  // GEMMs' and epilogue's time would fall with them, less what each bucket costs on a GPU (launches,
+  // a last partly filled wave): not yet measured, so off.
+  int64_t batched_bucket_cost_rows = 0;
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
-  // kAuto with FP8 experts above max_rows_for_direct_kernels rows: kCublasFp8 (activations rounded
-  // to E4M3 per 128 values, as DeepSeek-V3's own inference and training forward pass do) where
-  // cuBLASLt passes its known-values check and the sizes allow; false: weights dequantized to bf16
-  // (kCublasBatched), activations kept in bf16. On: on an H100 (run 7, bench/RESULTS.md) the W8A8
-  // products match their emulation to 3-5e-3 and run V3 prefill (4096 tokens) at 312 TFLOP/s
-  // against 115 for the dequantizing path; the rounding costs ~4% relative error against float32
-  // activations (bf16 activations: ~0.3%).
+  // kAuto with FP8 experts outside CUDA graphs, from fp8_products_min_tokens tokens or above
+  // max_rows_for_direct_kernels rows: kCublasFp8 (activations rounded to E4M3 per 128 values, as
+  // DeepSeek-V3's own inference and training forward pass do) where cuBLASLt passes its
+  // known-values check and the sizes allow; false: the tensor-core kernels up to
+  // max_rows_for_direct_kernels rows, weights dequantized to bf16 above (kCublasBatched),
+  // activations kept in bf16. On: on an H100 (run 7, bench/RESULTS.md) the W8A8 products match
+  // their emulation to 3-5e-3 and run V3 prefill (4096 tokens) at 312 TFLOP/s against 115 for the
+  // dequantizing path; the rounding costs ~4% relative error against float32 activations (bf16
+  // activations: ~0.3%).
   bool fp8_activations = true;
+  // See fp8_activations. Measured on an H100 (run 8, warm, V3 shard of 32 experts), % of copy
+  // bandwidth, W8A8 vs the tensor-core kernels: 57 vs 53% at 16 tokens, 65 vs 44% at 256 (at most
+  // ~16 rows per expert, so below max_rows_for_direct_kernels). Fewer tokens were not measured.
+  int64_t fp8_products_min_tokens = 16;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
@@ -158,12 +171,14 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
   void set_batched_row_buckets(int buckets) { options_.batched_row_buckets = std::max(buckets, 1); }
+  void set_batched_bucket_cost_rows(int64_t rows) { options_.batched_bucket_cost_rows = std::max<int64_t>(rows, 0); }
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
   void set_few_token_warps_per_row(int warps) { options_.few_token_warps_per_row = warps; }
   void set_vector_prefill_kernels(bool vector) { options_.vector_prefill_kernels = vector; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
+  void set_fp8_products_min_tokens(int64_t tokens) { options_.fp8_products_min_tokens = tokens; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on
   // first use), else why not.
   absl::Status Fp8ProductsAvailable();

@@ -1,8 +1,13 @@
 // BucketExpertsByRows: experts with rows only, most rows first, a new bucket where padding would
 // waste over a quarter, the bucket limit, and every expert with rows in exactly one bucket.
+// PlanExpertRowBuckets: the least padded rows plus cost per bucket, against every partition tried.
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -94,6 +99,101 @@ TEST(ExpertRowBucketsTest, RandomRowsAreCoveredOnceAndNeverPaddedDown) {
       }
     }
     for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
+  }
+}
+
+// Padded rows of a plan plus its bucket cost; fails the test unless every expert with rows is in
+// exactly one bucket, no bucket is empty and every expert fits its bucket.
+int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<int32_t>& rows, int64_t bucket_cost) {
+  std::vector<int> seen(rows.size(), 0);
+  int64_t cost = 0, previous_rows = INT64_MAX;
+  for (const ExpertRowBucket& bucket : buckets) {
+    EXPECT_FALSE(bucket.experts.empty());
+    EXPECT_LT(bucket.rows, previous_rows) << "buckets come most rows first, each count in one bucket";
+    previous_rows = bucket.rows;
+    for (int32_t e : bucket.experts) {
+      ++seen[e];
+      EXPECT_LE(rows[e], bucket.rows);
+    }
+    cost += bucket.rows * static_cast<int64_t>(bucket.experts.size()) + bucket_cost;
+  }
+  for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
+  return cost;
+}
+
+TEST(PlanExpertRowBucketsTest, PaysForABucketOnlyWhenItSavesMoreRows) {
+  // 100, 100, 90, 10 in two buckets: {100, 100, 90 | 10} pads 310 rows, {100, 100 | 90, 10} 380,
+  // one bucket 400. A bucket costing 50 rows: two (410 < 450); costing 100: one (500 < 510).
+  const auto offsets = Offsets({90, 100, 10, 100});
+  const auto two = PlanExpertRowBuckets(offsets, 2, 1, 50);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].rows, 100);
+  EXPECT_EQ(two[0].experts, (std::vector<int32_t>{1, 3, 0}));
+  EXPECT_EQ(two[1].rows, 10);
+  EXPECT_EQ(two[1].experts, (std::vector<int32_t>{2}));
+  const auto one = PlanExpertRowBuckets(offsets, 2, 1, 100);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].rows, 100);
+  EXPECT_EQ(one[0].experts, (std::vector<int32_t>{1, 3, 0, 2}));
+  // Free buckets and room for all: one per distinct count, nothing padded.
+  const auto free = PlanExpertRowBuckets(offsets, 8, 1, 0);
+  ASSERT_EQ(free.size(), 3u);
+  EXPECT_EQ(free[1].rows, 90);
+  EXPECT_TRUE(PlanExpertRowBuckets(Offsets({0, 0}), 4, 16, 10).empty());
+  EXPECT_TRUE(PlanExpertRowBuckets({}, 4, 16, 10).empty());
+}
+
+// Uniform routing of 4096 tokens over 64 experts (top 6) gives counts of 384 +- 19: the quarter
+// rule keeps them in one bucket padded to the hottest expert, the plan splits them.
+TEST(PlanExpertRowBucketsTest, PadsUniformPrefillRoutingLessThanTheQuarterRule) {
+  std::mt19937 rng(11);
+  std::vector<int32_t> rows(64, 0);
+  for (int token = 0; token < 4096; ++token) {
+    std::vector<int32_t> experts(64);
+    for (int e = 0; e < 64; ++e) experts[e] = e;
+    std::shuffle(experts.begin(), experts.end(), rng);
+    for (int k = 0; k < 6; ++k) ++rows[experts[k]];
+  }
+  const auto offsets = Offsets(rows);
+  const auto quarter = BucketExpertsByRows(offsets, 4, 16);
+  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, 256);
+  ASSERT_EQ(quarter.size(), 1u);
+  EXPECT_GT(planned.size(), 1u);
+  const int64_t quarter_rows = PlanCost(quarter, rows, 0), planned_rows = PlanCost(planned, rows, 0);
+  EXPECT_GT(quarter_rows, 4096 * 6 * 110 / 100) << "over 10% padding in one bucket";
+  EXPECT_LT(planned_rows, 4096 * 6 * 105 / 100) << "under 5% planned";
+}
+
+// Against every partition of the distinct rounded counts into at most max_buckets runs.
+TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<int32_t> rows(1 + rng() % 12);
+    for (int32_t& r : rows) r = rng() % 4 == 0 ? 0 : static_cast<int32_t>(1 + rng() % 300);
+    const int max_buckets = 1 + static_cast<int>(rng() % 4);
+    const int64_t alignment = 1 + rng() % 20, bucket_cost = rng() % 400;
+    // Distinct rounded counts, most first, and how many experts have each.
+    std::map<int64_t, int64_t, std::greater<>> experts_with;
+    for (int32_t r : rows) {
+      if (r > 0) ++experts_with[(r + alignment - 1) / alignment * alignment];
+    }
+    const std::vector<std::pair<int64_t, int64_t>> groups(experts_with.begin(), experts_with.end());
+    int64_t best = groups.empty() ? 0 : INT64_MAX;
+    const int gaps = groups.empty() ? 0 : static_cast<int>(groups.size()) - 1;
+    for (uint32_t cuts = 0; !groups.empty() && cuts < (1u << gaps); ++cuts) {  // bit g: a bucket ends after group g
+      const int buckets = std::popcount(cuts) + 1;
+      if (buckets > max_buckets) continue;
+      int64_t cost = buckets * bucket_cost, top = groups[0].first;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        if (g > 0 && (cuts >> (g - 1) & 1u)) top = groups[g].first;
+        cost += top * groups[g].second;
+      }
+      best = std::min(best, cost);
+    }
+    const auto plan = PlanExpertRowBuckets(Offsets(rows), max_buckets, alignment, bucket_cost);
+    EXPECT_LE(static_cast<int>(plan.size()), max_buckets);
+    for (const ExpertRowBucket& bucket : plan) EXPECT_EQ(bucket.rows % alignment, 0);
+    EXPECT_EQ(PlanCost(plan, rows, bucket_cost), best) << "trial " << trial;
   }
 }
 

@@ -206,8 +206,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // The compact grid also with register weight loads instead of the cp.async rings.
     // The few-token kernels (<= 4 tokens) with the down kernel launched as a programmatic
     // dependent and in plain stream order, and with one warp per weight row instead of two where
-    // the rows are few. "auto" is what the services run; "auto-vector-planned-N" also buckets
-    // the batched path's experts by least cost, a bucket counted as N padded rows.
+    // the rows are few. "auto" is what the services run; "auto-vector-planned" also plans the
+    // batched path's row buckets (CudaExpertOptions::planned_row_buckets; "-40us": a bucket
+    // modeled at 40 us instead of 11.5).
     struct Variant {
       ExpertGemmPath path;
       bool compact;
@@ -218,7 +219,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       int row_buckets = 4;
       int warps_per_row = 0;
       bool vector_prefill_kernels = false;
-      int64_t bucket_cost_rows = 0;  // CudaExpertOptions::batched_bucket_cost_rows
+      bool planned_buckets = false;
+      double bucket_overhead_us = RowBucketModel{}.bucket_overhead_us;
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -235,9 +237,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kAuto, true, true, "auto"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-vector-prefill-kernels", true, true, 4, 0,
                                  true},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-256", true, true, 4, 0, true, 256},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-1024", true, true, 4, 0, true,
-                                 1024}};
+                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned", true, true, 4, 0, true, true},
+                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-40us", true, true, 4, 0, true,
+                                 true, 40.0}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
@@ -254,7 +256,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_batched_row_buckets(variant.row_buckets);
       experts.set_few_token_warps_per_row(variant.warps_per_row);
       experts.set_vector_prefill_kernels(variant.vector_prefill_kernels);
-      experts.set_batched_bucket_cost_rows(variant.bucket_cost_rows);
+      RowBucketModel bucket_model;
+      bucket_model.bucket_overhead_us = variant.bucket_overhead_us;
+      experts.set_planned_row_buckets(variant.planned_buckets, bucket_model);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first
         // use, which a serving process pays once per shape, not per call (see BucketExpertsByRows).

@@ -203,7 +203,7 @@ if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, FP8
     --gtest_filter=*EveryPath*:*Batched*:*Float32*:*ManySlots*:*Fp8Block*:*ErrorsAre*
   step cuda_fp8_products_test 60 "$B/cuda_fp8_products_test" --gtest_color=no
   step expert_bench_prefill 150 "$B/gpu_expert_bench" --no-blend --tokens 256,4096,16384 \
-    --variants auto,auto-vector-prefill-kernels,auto-vector-planned-256,auto-vector-planned-1024 \
+    --variants auto,auto-vector-prefill-kernels,auto-vector-planned,auto-vector-planned-40us \
     --tsv "$OUT/expert_bench_prefill.tsv"
   bench_rows expert_bench_prefill
   # FP8 batches of 8-256 tokens: kAuto's W8A8 from 16 tokens beside the tensor-core kernels.
@@ -214,7 +214,7 @@ if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, FP8
   METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
   step ncu_prefill_v2lite 120 "$NCU" --clock-control none --csv --metrics "$METRICS" --profile-from-start off \
     "$B/gpu_expert_bench" --quick --no-blend --tokens 4096 \
-    --variants auto,auto-vector-prefill-kernels,auto-vector-planned-256 --profile-one
+    --variants auto,auto-vector-prefill-kernels,auto-vector-planned --profile-one
   cp "$LOGS/ncu_prefill_v2lite.log" "$OUT/ncu_prefill_v2lite.csv"
   log "done (prefill) in $(( $(date +%s) - START ))s"
   exit 0

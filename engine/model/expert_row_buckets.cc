@@ -3,6 +3,7 @@
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <utility>
 
@@ -36,13 +37,19 @@ std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offset
   return buckets;
 }
 
+RowBucketCosts CostsOfExpertRows(const RowBucketModel& model, int64_t hidden, int64_t intermediate) {
+  const double per_expert = 6.0 * static_cast<double>(hidden) * static_cast<double>(intermediate);
+  const double row_us = per_expert / (std::max(model.gemm_tflops, 1e-9) * 1e6);  // flops / (flops per us)
+  const double weights_us = per_expert / (std::max(model.weight_read_gbps, 1e-9) * 1e3);
+  return {std::llround(std::max(model.bucket_overhead_us, 0.0) / row_us), std::llround(weights_us / row_us)};
+}
+
 std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
-                                                  int64_t row_alignment, int64_t bucket_cost_rows) {
+                                                  int64_t row_alignment, const RowBucketCosts& costs) {
   const std::vector<std::pair<int64_t, int32_t>> by_rows = RoundedRowsMostFirst(offsets, row_alignment);
   if (by_rows.empty()) return {};
   // Distinct rounded counts, most first: value[g], and first[g] = index in by_rows of its first
-  // expert (first[distinct] = all). A bucket is a run of groups [i, j): value[i] * (first[j] -
-  // first[i]) padded rows.
+  // expert (first[distinct] = all). A bucket is a run of groups [i, j) padded to value[i].
   std::vector<int64_t> value;
   std::vector<int64_t> first;
   for (size_t k = 0; k < by_rows.size(); ++k) {
@@ -63,7 +70,8 @@ std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offse
     for (int64_t j = b; j <= distinct; ++j) {
       for (int64_t i = b - 1; i < j; ++i) {
         if (cost[b - 1][i] == kNone) continue;
-        const int64_t candidate = cost[b - 1][i] + value[i] * (first[j] - first[i]) + bucket_cost_rows;
+        const int64_t candidate =
+            cost[b - 1][i] + std::max(value[i], costs.weight_bound) * (first[j] - first[i]) + costs.per_bucket;
         if (candidate < cost[b][j]) {
           cost[b][j] = candidate;
           split[b][j] = i;

@@ -25,12 +25,35 @@ struct ExpertRowBucket {
 std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
                                                  int64_t row_alignment = 1);
 
+// What PlanExpertRowBuckets minimises, in rows of one expert's products (the time one more row
+// takes where the products are bound by arithmetic).
+struct RowBucketCosts {
+  int64_t per_bucket = 0;    // one more bucket: its launches and its last, partly filled wave
+  int64_t weight_bound = 0;  // an expert's products never cost less than this many rows (reading its
+                             // weights takes as long), so padding up to it is free
+};
+
+// Speeds of one GPU that give RowBucketCosts for an expert shape. Defaults from an H100
+// (bench/RESULTS.md): run 9, V2-Lite at 256 tokens with weight-bound products, one bucket 0.487
+// ms against the quarter rule's (2-4 buckets for such routings) 0.510 ms: 8-23 us a bucket, 11.5
+// taken; run 13, the batched products at 606-663 TFLOP/s; copy bandwidth ~3040 GB/s.
+struct RowBucketModel {
+  double bucket_overhead_us = 11.5;
+  double gemm_tflops = 640;
+  double weight_read_gbps = 3000;
+};
+
+// An expert of `hidden` x `intermediate` (gate, up and down in bf16): a row costs 6 x hidden x
+// intermediate flops at model.gemm_tflops, its weights 6 x hidden x intermediate bytes at
+// model.weight_read_gbps.
+RowBucketCosts CostsOfExpertRows(const RowBucketModel& model, int64_t hidden, int64_t intermediate);
+
 // The same buckets (rounded counts, most rows first, at most `max_buckets`), chosen for the least
-// cost instead of by the quarter rule: the padded rows of all experts plus `bucket_cost_rows` for
-// every bucket (what one more batch of launches and its last, partly filled wave cost, in rows of
-// one expert's products). Experts whose counts round alike always share a bucket. Exact (dynamic
+// modeled cost instead of by the quarter rule: each expert costs max(its bucket's rows,
+// costs.weight_bound) and each bucket costs.per_bucket. Experts whose counts round alike always
+// share a bucket; among plans of equal cost the one with the fewest buckets. Exact (dynamic
 // programming over the distinct rounded counts, O(max_buckets x distinct^2)).
 std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
-                                                  int64_t row_alignment, int64_t bucket_cost_rows);
+                                                  int64_t row_alignment, const RowBucketCosts& costs);
 
 }  // namespace expertmesh

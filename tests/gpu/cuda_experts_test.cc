@@ -205,17 +205,19 @@ TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) 
     }
     for (int buckets : {1, 2, 4}) {
       gpu_->set_batched_row_buckets(buckets);
-      for (int64_t cost_rows : {0, 1, 64}) {  // the quarter rule, then planned buckets
-        gpu_->set_batched_bucket_cost_rows(cost_rows);
+      // The quarter rule, then planned buckets: free (one per distinct count, weights never the
+      // bound at this size) and at a small cost.
+      for (double overhead_us : {-1.0, 0.0, 0.01}) {
+        gpu_->set_planned_row_buckets(overhead_us >= 0, RowBucketModel{overhead_us, 640, 1e9});
         for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
           gpu_->set_fp8_dequantize_bytes(group_bytes);
           EXPECT_LT(CompareBatch(1, b), kBf16Tolerance) << "format " << int(format) << " buckets " << buckets
-                                                        << " cost rows " << cost_rows << " group bytes " << group_bytes;
+                                                        << " overhead " << overhead_us << " group bytes " << group_bytes;
         }
       }
     }
     gpu_->set_batched_row_buckets(4);
-    gpu_->set_batched_bucket_cost_rows(0);
+    gpu_->set_planned_row_buckets(false);
     gpu_->set_fp8_dequantize_bytes(int64_t(1) << 30);
   }
 }

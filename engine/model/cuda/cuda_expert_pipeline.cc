@@ -187,9 +187,9 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
   const std::vector<ExpertRowBucket> buckets =
-      options_.batched_bucket_cost_rows > 0
+      options_.planned_row_buckets
           ? PlanExpertRowBuckets(offsets, options_.batched_row_buckets, kBatchedRowAlignment,
-                                 options_.batched_bucket_cost_rows)
+                                 CostsOfExpertRows(options_.row_bucket_model, hidden, intermediate))
           : BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
   if (buckets.empty()) return absl::OkStatus();
   // Experts in bucket order (most rows first); each padded to its bucket's row count.

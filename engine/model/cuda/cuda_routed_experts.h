@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/dtype.h"
+#include "engine/model/expert_row_buckets.h"
 #include "engine/model/model_weights.h"
 #include "engine/model/routed_experts.h"
 #include "engine/ops/cuda/cublas_gemm.h"
@@ -84,13 +85,13 @@ struct CudaExpertOptions {
   // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
   // this many buckets (1: the single padded batch, kept for side-by-side benchmarks).
   int batched_row_buckets = 4;
-  // kCublasBatched: 0 = buckets by BucketExpertsByRows' quarter rule; > 0 = PlanExpertRowBuckets,
-  // the fewest padded rows with each bucket counted as this many more. For one uniform random
-  // routing of 4096 tokens to V2-Lite's 64 experts (top 6), the quarter rule's one bucket pads
-  // 12.5% more rows than routed, the plan 3.5% (3 buckets at 256) or 5.5% (2 at 1024); the
-  // GEMMs' and epilogue's time would fall with them, less what each bucket costs on a GPU (launches,
-  // a last partly filled wave): not yet measured, so off.
-  int64_t batched_bucket_cost_rows = 0;
+  // kCublasBatched: buckets planned for the least modeled time (PlanExpertRowBuckets, with
+  // CostsOfExpertRows(row_bucket_model, ...)) instead of by BucketExpertsByRows' quarter rule.
+  // For one uniform random routing to V2-Lite's 64 experts (top 6) the plan pads 3.5% more rows
+  // than routed at 4096 tokens (3 buckets; the rule: 12.5% in one) and takes one bucket at 256
+  // (the rule: 3, which run 9 measured 5% slower than one). Not yet measured on a GPU, so off.
+  bool planned_row_buckets = false;
+  RowBucketModel row_bucket_model;
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;
@@ -171,7 +172,10 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
   void set_batched_row_buckets(int buckets) { options_.batched_row_buckets = std::max(buckets, 1); }
-  void set_batched_bucket_cost_rows(int64_t rows) { options_.batched_bucket_cost_rows = std::max<int64_t>(rows, 0); }
+  void set_planned_row_buckets(bool planned, const RowBucketModel& model = {}) {
+    options_.planned_row_buckets = planned;
+    options_.row_bucket_model = model;
+  }
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }

@@ -1,6 +1,7 @@
 // BucketExpertsByRows: experts with rows only, most rows first, a new bucket where padding would
 // waste over a quarter, the bucket limit, and every expert with rows in exactly one bucket.
-// PlanExpertRowBuckets: the least padded rows plus cost per bucket, against every partition tried.
+// PlanExpertRowBuckets: the least modeled cost (padded rows, free below the weight bound, plus a
+// cost per bucket), against every partition tried; CostsOfExpertRows for V2-Lite's shape.
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
@@ -102,9 +103,10 @@ TEST(ExpertRowBucketsTest, RandomRowsAreCoveredOnceAndNeverPaddedDown) {
   }
 }
 
-// Padded rows of a plan plus its bucket cost; fails the test unless every expert with rows is in
-// exactly one bucket, no bucket is empty and every expert fits its bucket.
-int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<int32_t>& rows, int64_t bucket_cost) {
+// A plan's modeled cost; fails the test unless every expert with rows is in exactly one bucket,
+// no bucket is empty and every expert fits its bucket.
+int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<int32_t>& rows,
+                 const RowBucketCosts& costs) {
   std::vector<int> seen(rows.size(), 0);
   int64_t cost = 0, previous_rows = INT64_MAX;
   for (const ExpertRowBucket& bucket : buckets) {
@@ -115,7 +117,7 @@ int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<
       ++seen[e];
       EXPECT_LE(rows[e], bucket.rows);
     }
-    cost += bucket.rows * static_cast<int64_t>(bucket.experts.size()) + bucket_cost;
+    cost += std::max(bucket.rows, costs.weight_bound) * static_cast<int64_t>(bucket.experts.size()) + costs.per_bucket;
   }
   for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
   return cost;
@@ -125,22 +127,22 @@ TEST(PlanExpertRowBucketsTest, PaysForABucketOnlyWhenItSavesMoreRows) {
   // 100, 100, 90, 10 in two buckets: {100, 100, 90 | 10} pads 310 rows, {100, 100 | 90, 10} 380,
   // one bucket 400. A bucket costing 50 rows: two (410 < 450); costing 100: one (500 < 510).
   const auto offsets = Offsets({90, 100, 10, 100});
-  const auto two = PlanExpertRowBuckets(offsets, 2, 1, 50);
+  const auto two = PlanExpertRowBuckets(offsets, 2, 1, {50, 0});
   ASSERT_EQ(two.size(), 2u);
   EXPECT_EQ(two[0].rows, 100);
   EXPECT_EQ(two[0].experts, (std::vector<int32_t>{1, 3, 0}));
   EXPECT_EQ(two[1].rows, 10);
   EXPECT_EQ(two[1].experts, (std::vector<int32_t>{2}));
-  const auto one = PlanExpertRowBuckets(offsets, 2, 1, 100);
+  const auto one = PlanExpertRowBuckets(offsets, 2, 1, {100, 0});
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].rows, 100);
   EXPECT_EQ(one[0].experts, (std::vector<int32_t>{1, 3, 0, 2}));
   // Free buckets and room for all: one per distinct count, nothing padded.
-  const auto free = PlanExpertRowBuckets(offsets, 8, 1, 0);
+  const auto free = PlanExpertRowBuckets(offsets, 8, 1, {0, 0});
   ASSERT_EQ(free.size(), 3u);
   EXPECT_EQ(free[1].rows, 90);
-  EXPECT_TRUE(PlanExpertRowBuckets(Offsets({0, 0}), 4, 16, 10).empty());
-  EXPECT_TRUE(PlanExpertRowBuckets({}, 4, 16, 10).empty());
+  EXPECT_TRUE(PlanExpertRowBuckets(Offsets({0, 0}), 4, 16, {10, 0}).empty());
+  EXPECT_TRUE(PlanExpertRowBuckets({}, 4, 16, {10, 0}).empty());
 }
 
 // Uniform routing of 4096 tokens over 64 experts (top 6) gives counts of 384 +- 19: the quarter
@@ -156,12 +158,38 @@ TEST(PlanExpertRowBucketsTest, PadsUniformPrefillRoutingLessThanTheQuarterRule) 
   }
   const auto offsets = Offsets(rows);
   const auto quarter = BucketExpertsByRows(offsets, 4, 16);
-  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, 256);
+  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, CostsOfExpertRows({}, 2048, 1408));
   ASSERT_EQ(quarter.size(), 1u);
   EXPECT_GT(planned.size(), 1u);
-  const int64_t quarter_rows = PlanCost(quarter, rows, 0), planned_rows = PlanCost(planned, rows, 0);
+  const int64_t quarter_rows = PlanCost(quarter, rows, {}), planned_rows = PlanCost(planned, rows, {});
   EXPECT_GT(quarter_rows, 4096 * 6 * 110 / 100) << "over 10% padding in one bucket";
   EXPECT_LT(planned_rows, 4096 * 6 * 105 / 100) << "under 5% planned";
+}
+
+// Below the weight bound padding is free: counts of 16-48 rows (256 tokens) share one bucket,
+// where the quarter rule makes three (and a bucket of 20 rows would pay for itself without the
+// bound: 48 x 3 + 32 x 4 + 2 x 20 < 48 x 7 + 20).
+TEST(PlanExpertRowBucketsTest, WeightBoundCountsShareOneBucket) {
+  const auto offsets = Offsets({48, 30, 20, 17, 9, 33, 40});
+  EXPECT_EQ(BucketExpertsByRows(offsets, 4, 16).size(), 3u);
+  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, {20, 213});
+  ASSERT_EQ(planned.size(), 1u);
+  EXPECT_EQ(planned[0].rows, 48);
+  EXPECT_EQ(planned[0].experts, (std::vector<int32_t>{0, 5, 6, 1, 2, 3, 4}));
+  // Free buckets and no weight bound: one per distinct rounded count (48, 32, 16).
+  EXPECT_EQ(PlanExpertRowBuckets(offsets, 4, 16, {0, 0}).size(), 3u);
+}
+
+// V2-Lite (hidden 2048, moe_intermediate 1408) with the H100 defaults: a row is 17.3 MFLOP at
+// 640 TFLOP/s = 0.027 us, a bucket 11.5 us = 425 rows; the weights (17.3 MB at 3000 GB/s) take
+// as long as 213 rows.
+TEST(PlanExpertRowBucketsTest, CostsOfExpertRowsFromTheModelsSpeeds) {
+  const RowBucketCosts costs = CostsOfExpertRows({}, 2048, 1408);
+  EXPECT_EQ(costs.per_bucket, 425);
+  EXPECT_EQ(costs.weight_bound, 213);
+  const RowBucketCosts slower_reads = CostsOfExpertRows({11.5, 640, 1500}, 2048, 1408);
+  EXPECT_EQ(slower_reads.weight_bound, 427);
+  EXPECT_EQ(CostsOfExpertRows({0, 640, 3000}, 7168, 2048).per_bucket, 0);
 }
 
 // Against every partition of the distinct rounded counts into at most max_buckets runs.
@@ -171,7 +199,8 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
     std::vector<int32_t> rows(1 + rng() % 12);
     for (int32_t& r : rows) r = rng() % 4 == 0 ? 0 : static_cast<int32_t>(1 + rng() % 300);
     const int max_buckets = 1 + static_cast<int>(rng() % 4);
-    const int64_t alignment = 1 + rng() % 20, bucket_cost = rng() % 400;
+    const int64_t alignment = 1 + rng() % 20;
+    const RowBucketCosts costs{static_cast<int64_t>(rng() % 400), rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng() % 200)};
     // Distinct rounded counts, most first, and how many experts have each.
     std::map<int64_t, int64_t, std::greater<>> experts_with;
     for (int32_t r : rows) {
@@ -183,17 +212,17 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
     for (uint32_t cuts = 0; !groups.empty() && cuts < (1u << gaps); ++cuts) {  // bit g: a bucket ends after group g
       const int buckets = std::popcount(cuts) + 1;
       if (buckets > max_buckets) continue;
-      int64_t cost = buckets * bucket_cost, top = groups[0].first;
+      int64_t cost = buckets * costs.per_bucket, top = groups[0].first;
       for (size_t g = 0; g < groups.size(); ++g) {
         if (g > 0 && (cuts >> (g - 1) & 1u)) top = groups[g].first;
-        cost += top * groups[g].second;
+        cost += std::max(top, costs.weight_bound) * groups[g].second;
       }
       best = std::min(best, cost);
     }
-    const auto plan = PlanExpertRowBuckets(Offsets(rows), max_buckets, alignment, bucket_cost);
+    const auto plan = PlanExpertRowBuckets(Offsets(rows), max_buckets, alignment, costs);
     EXPECT_LE(static_cast<int>(plan.size()), max_buckets);
     for (const ExpertRowBucket& bucket : plan) EXPECT_EQ(bucket.rows % alignment, 0);
-    EXPECT_EQ(PlanCost(plan, rows, bucket_cost), best) << "trial " << trial;
+    EXPECT_EQ(PlanCost(plan, rows, costs), best) << "trial " << trial;
   }
 }
 

@@ -208,7 +208,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // dependent and in plain stream order, and with one warp per weight row instead of two where
     // the rows are few. "auto" is what the services run; "auto-vector-planned" also plans the
     // batched path's row buckets (CudaExpertOptions::planned_row_buckets; "-40us": a bucket
-    // modeled at 40 us instead of 11.5).
+    // modeled at 40 us instead of 11.5; "-tiles-144": products in whole tiles of 144 rows).
     struct Variant {
       ExpertGemmPath path;
       bool compact;
@@ -221,6 +221,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool vector_prefill_kernels = false;
       bool planned_buckets = false;
       double bucket_overhead_us = RowBucketModel{}.bucket_overhead_us;
+      int64_t tile_rows = 1;  // RowBucketModel::tile_rows
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -239,7 +240,9 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                  true},
                                 {ExpertGemmPath::kAuto, true, true, "auto-vector-planned", true, true, 4, 0, true, true},
                                 {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-40us", true, true, 4, 0, true,
-                                 true, 40.0}};
+                                 true, 40.0},
+                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-tiles-144", true, true, 4, 0,
+                                 true, true, 11.5, 144}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
@@ -258,6 +261,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_vector_prefill_kernels(variant.vector_prefill_kernels);
       RowBucketModel bucket_model;
       bucket_model.bucket_overhead_us = variant.bucket_overhead_us;
+      bucket_model.tile_rows = variant.tile_rows;
       experts.set_planned_row_buckets(variant.planned_buckets, bucket_model);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first

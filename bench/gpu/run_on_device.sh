@@ -203,7 +203,7 @@ if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, FP8
     --gtest_filter=*EveryPath*:*Batched*:*Float32*:*ManySlots*:*Fp8Block*:*ErrorsAre*
   step cuda_fp8_products_test 60 "$B/cuda_fp8_products_test" --gtest_color=no
   step expert_bench_prefill 150 "$B/gpu_expert_bench" --no-blend --tokens 256,4096,16384 \
-    --variants auto,auto-vector-prefill-kernels,auto-vector-planned,auto-vector-planned-40us \
+    --variants auto,auto-vector-prefill-kernels,auto-vector-planned,auto-vector-planned-40us,auto-vector-planned-tiles-144 \
     --tsv "$OUT/expert_bench_prefill.tsv"
   bench_rows expert_bench_prefill
   # FP8 batches of 8-256 tokens: kAuto's W8A8 from 16 tokens beside the tensor-core kernels.

@@ -41,7 +41,8 @@ RowBucketCosts CostsOfExpertRows(const RowBucketModel& model, int64_t hidden, in
   const double per_expert = 6.0 * static_cast<double>(hidden) * static_cast<double>(intermediate);
   const double row_us = per_expert / (std::max(model.gemm_tflops, 1e-9) * 1e6);  // flops / (flops per us)
   const double weights_us = per_expert / (std::max(model.weight_read_gbps, 1e-9) * 1e3);
-  return {std::llround(std::max(model.bucket_overhead_us, 0.0) / row_us), std::llround(weights_us / row_us)};
+  return {std::llround(std::max(model.bucket_overhead_us, 0.0) / row_us), std::llround(weights_us / row_us),
+          std::max<int64_t>(model.tile_rows, 1)};
 }
 
 std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
@@ -61,6 +62,12 @@ std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offse
   const auto distinct = static_cast<int64_t>(value.size());
   first.push_back(static_cast<int64_t>(by_rows.size()));
   const int64_t most_buckets = std::clamp<int64_t>(max_buckets, 1, distinct);
+  // What an expert padded to value[g] costs (non-increasing in g, as value is).
+  const int64_t tile = std::max<int64_t>(costs.tile_rows, 1);
+  std::vector<int64_t> expert_cost(distinct);
+  for (int64_t g = 0; g < distinct; ++g) {
+    expert_cost[g] = std::max((value[g] + tile - 1) / tile * tile, costs.weight_bound);
+  }
   // cost[b][j]: the least cost of groups [0, j) in b buckets; split[b][j]: where its last bucket starts.
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
   std::vector<std::vector<int64_t>> cost(most_buckets + 1, std::vector<int64_t>(distinct + 1, kNone));
@@ -71,7 +78,7 @@ std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offse
       for (int64_t i = b - 1; i < j; ++i) {
         if (cost[b - 1][i] == kNone) continue;
         const int64_t candidate =
-            cost[b - 1][i] + std::max(value[i], costs.weight_bound) * (first[j] - first[i]) + costs.per_bucket;
+            cost[b - 1][i] + expert_cost[i] * (first[j] - first[i]) + costs.per_bucket;
         if (candidate < cost[b][j]) {
           cost[b][j] = candidate;
           split[b][j] = i;

@@ -31,16 +31,20 @@ struct RowBucketCosts {
   int64_t per_bucket = 0;    // one more bucket: its launches and its last, partly filled wave
   int64_t weight_bound = 0;  // an expert's products never cost less than this many rows (reading its
                              // weights takes as long), so padding up to it is free
+  int64_t tile_rows = 1;     // products are computed in whole tiles of this many rows
 };
 
 // Speeds of one GPU that give RowBucketCosts for an expert shape. Defaults from an H100
 // (bench/RESULTS.md): run 9, V2-Lite at 256 tokens with weight-bound products, one bucket 0.487
 // ms against the quarter rule's (2-4 buckets for such routings) 0.510 ms: 8-23 us a bucket, 11.5
 // taken; run 13, the batched products at 606-663 TFLOP/s; copy bandwidth ~3040 GB/s.
+// tile_rows = 1 leaves tiles out; run 13's 4096-token V2-Lite products ran in tiles of 256 x 144
+// (nvjet kernel names; which side holds the rows was not checked).
 struct RowBucketModel {
   double bucket_overhead_us = 11.5;
   double gemm_tflops = 640;
   double weight_read_gbps = 3000;
+  int64_t tile_rows = 1;
 };
 
 // An expert of `hidden` x `intermediate` (gate, up and down in bf16): a row costs 6 x hidden x
@@ -49,8 +53,8 @@ struct RowBucketModel {
 RowBucketCosts CostsOfExpertRows(const RowBucketModel& model, int64_t hidden, int64_t intermediate);
 
 // The same buckets (rounded counts, most rows first, at most `max_buckets`), chosen for the least
-// modeled cost instead of by the quarter rule: each expert costs max(its bucket's rows,
-// costs.weight_bound) and each bucket costs.per_bucket. Experts whose counts round alike always
+// modeled cost instead of by the quarter rule: each expert costs max(its bucket's rows rounded
+// up to costs.tile_rows, costs.weight_bound) and each bucket costs.per_bucket. Experts whose counts round alike always
 // share a bucket; among plans of equal cost the one with the fewest buckets. Exact (dynamic
 // programming over the distinct rounded counts, O(max_buckets x distinct^2)).
 std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,

@@ -89,9 +89,12 @@ struct CudaExpertOptions {
   // CostsOfExpertRows(row_bucket_model, ...)) instead of by BucketExpertsByRows' quarter rule.
   // For one uniform random routing to V2-Lite's 64 experts (top 6) the plan pads 3.5% more rows
   // than routed at 4096 tokens (3 buckets; the rule: 12.5% in one) and takes one bucket at 256
-  // (the rule: 3, which run 9 measured 5% slower than one). Not yet measured on a GPU, so off.
+  // (the rule: 3, which run 9 measured 5% slower than one). cuBLAS computes whole tiles (see
+  // RowBucketModel::tile_rows), so fewer padded rows save product time only where they save
+  // tiles; the SiLU*up epilogue and the combine read fewer rows either way. Not yet measured on a
+  // GPU, so off.
   bool planned_row_buckets = false;
-  RowBucketModel row_bucket_model;
+  RowBucketModel row_bucket_model{};
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
   int64_t fp8_dequantize_bytes = int64_t(1) << 30;

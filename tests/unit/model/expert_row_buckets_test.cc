@@ -117,7 +117,8 @@ int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<
       ++seen[e];
       EXPECT_LE(rows[e], bucket.rows);
     }
-    cost += std::max(bucket.rows, costs.weight_bound) * static_cast<int64_t>(bucket.experts.size()) + costs.per_bucket;
+    const int64_t tiled = (bucket.rows + costs.tile_rows - 1) / costs.tile_rows * costs.tile_rows;
+    cost += std::max(tiled, costs.weight_bound) * static_cast<int64_t>(bucket.experts.size()) + costs.per_bucket;
   }
   for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
   return cost;
@@ -180,6 +181,20 @@ TEST(PlanExpertRowBucketsTest, WeightBoundCountsShareOneBucket) {
   EXPECT_EQ(PlanExpertRowBuckets(offsets, 4, 16, {0, 0}).size(), 3u);
 }
 
+// Counts that fill the same number of tiles cost alike: 384-432 rows in tiles of 144 are 3 tiles
+// each, so the plan keeps one bucket where, counting rows, it would make three.
+TEST(PlanExpertRowBucketsTest, CountsInTheSameTilesShareOneBucket) {
+  const auto offsets = Offsets({432, 400, 384, 420, 390, 384});
+  EXPECT_EQ(PlanExpertRowBuckets(offsets, 4, 16, {10, 0, 1}).size(), 3u);  // 432 | 400 | 384
+  const auto tiled = PlanExpertRowBuckets(offsets, 4, 16, {10, 0, 144});
+  ASSERT_EQ(tiled.size(), 1u);
+  EXPECT_EQ(tiled[0].rows, 432);
+  // 290 rows need a third tile of 144: worth its own bucket beside 288 (2 tiles).
+  const auto split = PlanExpertRowBuckets(Offsets({288, 288, 290, 288, 288}), 4, 1, {10, 0, 144});
+  ASSERT_EQ(split.size(), 2u);
+  EXPECT_EQ(split[0].experts, (std::vector<int32_t>{2}));
+}
+
 // V2-Lite (hidden 2048, moe_intermediate 1408) with the H100 defaults: a row is 17.3 MFLOP at
 // 640 TFLOP/s = 0.027 us, a bucket 11.5 us = 425 rows; the weights (17.3 MB at 3000 GB/s) take
 // as long as 213 rows.
@@ -200,7 +215,10 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
     for (int32_t& r : rows) r = rng() % 4 == 0 ? 0 : static_cast<int32_t>(1 + rng() % 300);
     const int max_buckets = 1 + static_cast<int>(rng() % 4);
     const int64_t alignment = 1 + rng() % 20;
-    const RowBucketCosts costs{static_cast<int64_t>(rng() % 400), rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng() % 200)};
+    RowBucketCosts costs;
+    costs.per_bucket = rng() % 400;
+    costs.weight_bound = rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng() % 200);
+    costs.tile_rows = rng() % 2 == 0 ? 1 : static_cast<int64_t>(1 + rng() % 150);
     // Distinct rounded counts, most first, and how many experts have each.
     std::map<int64_t, int64_t, std::greater<>> experts_with;
     for (int32_t r : rows) {
@@ -215,7 +233,8 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
       int64_t cost = buckets * costs.per_bucket, top = groups[0].first;
       for (size_t g = 0; g < groups.size(); ++g) {
         if (g > 0 && (cuts >> (g - 1) & 1u)) top = groups[g].first;
-        cost += std::max(top, costs.weight_bound) * groups[g].second;
+        const int64_t tiled = (top + costs.tile_rows - 1) / costs.tile_rows * costs.tile_rows;
+        cost += std::max(tiled, costs.weight_bound) * groups[g].second;
       }
       best = std::min(best, cost);
     }

@@ -63,7 +63,7 @@ ABSL_FLAG(std::string, gpu_expert_path, "auto",
           "cublas_streams, cublas_batched, few_tokens (batches of <= 4 tokens) or cublas_fp8 (FP8 experts, "
           "activations rounded to FP8 too)");
 ABSL_FLAG(bool, gpu_fp8_activations, true,
-          "FP8 experts on the GPU, batches of 16 tokens or more: round activations to FP8 too (W8A8 "
+          "FP8 experts on the GPU, batches of 256 tokens or 64 rows per expert: round activations to FP8 too (W8A8 "
           "block-scaled cuBLASLt GEMMs, as DeepSeek-V3's own inference does; ~2.7x faster prefill on an H100); "
           "false keeps activations bf16 (tensor-core kernels, or weights dequantized for larger batches)");
 ABSL_FLAG(bool, gpu_direct_load, true,

@@ -206,9 +206,8 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
     // The compact grid also with register weight loads instead of the cp.async rings.
     // The few-token kernels (<= 4 tokens) with the down kernel launched as a programmatic
     // dependent and in plain stream order, and with one warp per weight row instead of two where
-    // the rows are few. "auto" is what the services run; "auto-vector-planned" also plans the
-    // batched path's row buckets (CudaExpertOptions::planned_row_buckets; "-40us": a bucket
-    // modeled at 40 us instead of 11.5; "-tiles-144": products in whole tiles of 144 rows).
+    // the rows are few. "auto" is what the services run; "auto-bucket-11.5us" plans the batched
+    // path's row buckets with a bucket modeled at 11.5 us instead of 40 (RowBucketModel).
     struct Variant {
       ExpertGemmPath path;
       bool compact;
@@ -218,10 +217,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       bool fp8_activations = true;
       int row_buckets = 4;
       int warps_per_row = 0;
-      bool vector_prefill_kernels = false;
-      bool planned_buckets = false;
       double bucket_overhead_us = RowBucketModel{}.bucket_overhead_us;
-      int64_t tile_rows = 1;  // RowBucketModel::tile_rows
     };
     const Variant variants[] = {{ExpertGemmPath::kCublasLoop, true, true, "cublas-loop"},
                                 {ExpertGemmPath::kCublasStreams, true, true, "cublas-4-streams"},
@@ -236,13 +232,7 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
                                 {ExpertGemmPath::kCublasFp8, true, true, "cublas-fp8-w8a8"},
                                 {ExpertGemmPath::kAuto, true, true, "auto-bf16-activations", true, false},
                                 {ExpertGemmPath::kAuto, true, true, "auto"},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-prefill-kernels", true, true, 4, 0,
-                                 true},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned", true, true, 4, 0, true, true},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-40us", true, true, 4, 0, true,
-                                 true, 40.0},
-                                {ExpertGemmPath::kAuto, true, true, "auto-vector-planned-tiles-144", true, true, 4, 0,
-                                 true, true, 11.5, 144}};
+                                {ExpertGemmPath::kAuto, true, true, "auto-bucket-11.5us", true, true, 4, 0, 11.5}};
     for (const Variant& variant : variants) {
       if (!selection.Wants(std::string(variant.name))) continue;
       const ExpertGemmPath path = variant.path;
@@ -258,14 +248,12 @@ void BenchExperts(const MoeShape& s, GpuExpertFormat format, const Ceilings& cei
       experts.set_fp8_activations(variant.fp8_activations);
       experts.set_batched_row_buckets(variant.row_buckets);
       experts.set_few_token_warps_per_row(variant.warps_per_row);
-      experts.set_vector_prefill_kernels(variant.vector_prefill_kernels);
       RowBucketModel bucket_model;
       bucket_model.bucket_overhead_us = variant.bucket_overhead_us;
-      bucket_model.tile_rows = variant.tile_rows;
-      experts.set_planned_row_buckets(variant.planned_buckets, bucket_model);
+      experts.set_row_bucket_model(bucket_model);
       {
         // Every routing once before timing: cuBLAS picks and loads kernels per GEMM shape on first
-        // use, which a serving process pays once per shape, not per call (see BucketExpertsByRows).
+        // use, which a serving process pays once per shape, not per call (see PlanExpertRowBuckets).
         absl::Status status;
         for (int r = 0; r < kRoutings && status.ok(); ++r) {
           DeviceExpertBatch probe{0, tokens, s.top_k, x->as<float>(), ids[r].as<int32_t>(), weights[r].as<float>(),

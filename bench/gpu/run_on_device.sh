@@ -20,10 +20,10 @@
 #          beside the few-token decode (~1 minute).
 #   sizes: reads and copies from the decode's sizes to 1 GiB (loads and bulk copies), prefill's
 #          cuBLAS product forms (~1 minute).
-#   prefill: the batched path's tests, prefill speeds at 256-16384 tokens and every kernel of one
-#          4096-token V2-Lite call (ncu), with and without the vector permutation and SiLU*up
-#          kernels, and with planned row buckets; FP8 batches of 8-256 tokens, W8A8 beside the
-#          tensor-core kernels (~2 minutes).
+#   prefill: the batched path's tests, prefill speeds at 256-16384 tokens (one padded batch, the
+#          planned buckets at 40 and 11.5 us a bucket), FP8 batches of 8-256 tokens (W8A8 beside
+#          the tensor-core kernels), every kernel of one 4096-token V2-Lite call (ncu), memcheck of
+#          the batched path's tests (~3 minutes).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
 #          racecheck of the split rows, ncu of the few-token FP8 kernels at 1 token, prefill speeds
@@ -199,23 +199,23 @@ if [[ $mode == sizes ]]; then  # reads and copies by size, prefill's cuBLAS prod
 fi
 
 if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, FP8 batches, every kernel of one call (~2 minutes)
-  step cuda_experts_test 90 "$B/cuda_experts_test" --gtest_color=no \
-    --gtest_filter=*EveryPath*:*Batched*:*Float32*:*ManySlots*:*Fp8Block*:*ErrorsAre*
+  step cuda_experts_test 120 "$B/cuda_experts_test" --gtest_color=no
   step cuda_fp8_products_test 60 "$B/cuda_fp8_products_test" --gtest_color=no
+  step gpu_model_test 120 "$B/gpu_model_test" --gtest_color=no
   step expert_bench_prefill 150 "$B/gpu_expert_bench" --no-blend --tokens 256,4096,16384 \
-    --variants auto,auto-vector-prefill-kernels,auto-vector-planned,auto-vector-planned-40us,auto-vector-planned-tiles-144 \
-    --tsv "$OUT/expert_bench_prefill.tsv"
+    --variants cublas-batched-one-bucket,auto,auto-bucket-11.5us --tsv "$OUT/expert_bench_prefill.tsv"
   bench_rows expert_bench_prefill
-  # FP8 batches of 8-256 tokens: kAuto's W8A8 from 16 tokens beside the tensor-core kernels.
-  step expert_bench_fp8_batches 90 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 8,16,64,256 \
+  # FP8 batches of 8-256 tokens: the tensor-core kernels beside W8A8 (auto takes W8A8 from 256).
+  step expert_bench_fp8_batches 90 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 8,16,64,128,256 \
     --variants direct-mma,cublas-fp8-w8a8,auto --tsv "$OUT/expert_bench_fp8_batches.tsv"
   bench_rows expert_bench_fp8_batches
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
   METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
   step ncu_prefill_v2lite 120 "$NCU" --clock-control none --csv --metrics "$METRICS" --profile-from-start off \
-    "$B/gpu_expert_bench" --quick --no-blend --tokens 4096 \
-    --variants auto,auto-vector-prefill-kernels,auto-vector-planned --profile-one
+    "$B/gpu_expert_bench" --quick --no-blend --tokens 4096 --variants auto --profile-one
   cp "$LOGS/ncu_prefill_v2lite.log" "$OUT/ncu_prefill_v2lite.csv"
+  step memcheck_batched 150 "$SANITIZER" --tool memcheck --error-exitcode 1 "$B/cuda_experts_test" --gtest_color=no \
+    --gtest_filter=*ManySlots*:*ErrorsAre*:*Batched*:*Float32*
   log "done (prefill) in $(( $(date +%s) - START ))s"
   exit 0
 fi

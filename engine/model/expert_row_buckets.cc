@@ -1,5 +1,4 @@
-// Bucketing of experts by row count (see expert_row_buckets.h): the quarter rule and the
-// least-cost plan.
+// Bucketing of experts by row count for the least modeled cost (see expert_row_buckets.h).
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
@@ -26,23 +25,11 @@ std::vector<std::pair<int64_t, int32_t>> RoundedRowsMostFirst(std::span<const in
 
 }  // namespace
 
-std::vector<ExpertRowBucket> BucketExpertsByRows(std::span<const int32_t> offsets, int max_buckets,
-                                                 int64_t row_alignment) {
-  std::vector<ExpertRowBucket> buckets;
-  for (const auto& [rows, expert] : RoundedRowsMostFirst(offsets, row_alignment)) {
-    const bool wasteful = !buckets.empty() && 4 * rows < 3 * buckets.back().rows;
-    if (buckets.empty() || (wasteful && static_cast<int>(buckets.size()) < max_buckets)) buckets.push_back({rows, {}});
-    buckets.back().experts.push_back(expert);
-  }
-  return buckets;
-}
-
 RowBucketCosts CostsOfExpertRows(const RowBucketModel& model, int64_t hidden, int64_t intermediate) {
   const double per_expert = 6.0 * static_cast<double>(hidden) * static_cast<double>(intermediate);
   const double row_us = per_expert / (std::max(model.gemm_tflops, 1e-9) * 1e6);  // flops / (flops per us)
   const double weights_us = per_expert / (std::max(model.weight_read_gbps, 1e-9) * 1e3);
-  return {std::llround(std::max(model.bucket_overhead_us, 0.0) / row_us), std::llround(weights_us / row_us),
-          std::max<int64_t>(model.tile_rows, 1)};
+  return {std::llround(std::max(model.bucket_overhead_us, 0.0) / row_us), std::llround(weights_us / row_us)};
 }
 
 std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offsets, int max_buckets,
@@ -63,11 +50,8 @@ std::vector<ExpertRowBucket> PlanExpertRowBuckets(std::span<const int32_t> offse
   first.push_back(static_cast<int64_t>(by_rows.size()));
   const int64_t most_buckets = std::clamp<int64_t>(max_buckets, 1, distinct);
   // What an expert padded to value[g] costs (non-increasing in g, as value is).
-  const int64_t tile = std::max<int64_t>(costs.tile_rows, 1);
   std::vector<int64_t> expert_cost(distinct);
-  for (int64_t g = 0; g < distinct; ++g) {
-    expert_cost[g] = std::max((value[g] + tile - 1) / tile * tile, costs.weight_bound);
-  }
+  for (int64_t g = 0; g < distinct; ++g) expert_cost[g] = std::max(value[g], costs.weight_bound);
   // cost[b][j]: the least cost of groups [0, j) in b buckets; split[b][j]: where its last bucket starts.
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
   std::vector<std::vector<int64_t>> cost(most_buckets + 1, std::vector<int64_t>(distinct + 1, kNone));

@@ -158,22 +158,18 @@ class CudaExpertsTest : public ::testing::Test {
   std::unique_ptr<CudaRoutedExperts> gpu_;
 };
 
-// Every path, with the permutation and SiLU*up kernels in their default form and in the vector
-// form (8 slot lookups per thread and step, 16-byte pieces).
+// Every path (the permutation 8 slots per thread and step, SiLU*up in 16-byte pieces).
 TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{72, 40, 8}, Shape{256, 96, 16}}) {
     Build(s, GpuExpertFormat::kBF16);
     for (ExpertGemmPath path : {ExpertGemmPath::kDirect, ExpertGemmPath::kCublasLoop, ExpertGemmPath::kCublasStreams,
                                 ExpertGemmPath::kCublasBatched, ExpertGemmPath::kAuto}) {
       gpu_->set_path(path);
-      for (bool vector : {false, true}) {
-        gpu_->set_vector_prefill_kernels(vector);
-        for (int64_t tokens : {1, 3, 17, 70, 300}) {
-          for (int64_t layer : {1, 3}) {
-            EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
-                << "hidden " << s.hidden << " intermediate " << s.intermediate << " path " << int(path)
-                << " vector " << vector << " tokens " << tokens << " layer " << layer;
-          }
+      for (int64_t tokens : {1, 3, 17, 70, 300}) {
+        for (int64_t layer : {1, 3}) {
+          EXPECT_LT(Compare(layer, tokens, 4), kBf16Tolerance)
+              << "hidden " << s.hidden << " intermediate " << s.intermediate << " path " << int(path) << " tokens "
+              << tokens << " layer " << layer;
         }
       }
     }
@@ -182,7 +178,7 @@ TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
 
 // Skewed routing (expert 0 on every token, expert 1 on half, the rest rarely): the batched path
 // pads per bucket of similar row counts, so several buckets run, each with its own row count
-// (by the quarter rule and planned); FP8 also with one dequantized expert per group (groups
+// (planned at several bucket costs); FP8 also with one dequantized expert per group (groups
 // restart in each bucket).
 TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) {
   for (GpuExpertFormat format : {GpuExpertFormat::kBF16, GpuExpertFormat::kFP8Block}) {
@@ -205,10 +201,10 @@ TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) 
     }
     for (int buckets : {1, 2, 4}) {
       gpu_->set_batched_row_buckets(buckets);
-      // The quarter rule, then planned buckets: free (one per distinct count, weights never the
-      // bound at this size) and at a small cost.
-      for (double overhead_us : {-1.0, 0.0, 0.01}) {
-        gpu_->set_planned_row_buckets(overhead_us >= 0, RowBucketModel{overhead_us, 640, 1e9});
+      // Buckets free (one per distinct count; weights never the bound at this size), cheap, and at
+      // the default cost.
+      for (double overhead_us : {0.0, 0.01, RowBucketModel{}.bucket_overhead_us}) {
+        gpu_->set_row_bucket_model(RowBucketModel{overhead_us, 640, 1e9});
         for (int64_t group_bytes : {int64_t(1) << 30, int64_t(1)}) {
           gpu_->set_fp8_dequantize_bytes(group_bytes);
           EXPECT_LT(CompareBatch(1, b), kBf16Tolerance) << "format " << int(format) << " buckets " << buckets
@@ -217,7 +213,7 @@ TEST_F(CudaExpertsTest, BatchedPathWithSkewedRoutingMatchesCpuInEveryBucketing) 
       }
     }
     gpu_->set_batched_row_buckets(4);
-    gpu_->set_planned_row_buckets(false);
+    gpu_->set_row_bucket_model({});
     gpu_->set_fp8_dequantize_bytes(int64_t(1) << 30);
   }
 }
@@ -269,22 +265,16 @@ TEST_F(CudaExpertsTest, CompactAndPhase1ExpertGridsMatchCpu) {
 
 TEST_F(CudaExpertsTest, Float32StorageMatchesCpuClosely) {
   Build(Shape{64, 32, 8}, GpuExpertFormat::kF32);
-  for (bool vector : {false, true}) {
-    gpu_->set_vector_prefill_kernels(vector);
-    for (int64_t tokens : {1, 40}) EXPECT_LT(Compare(1, tokens, 4), kF32Tolerance) << tokens << " vector " << vector;
-  }
+  for (int64_t tokens : {1, 40}) EXPECT_LT(Compare(1, tokens, 4), kF32Tolerance) << tokens;
 }
 
 TEST_F(CudaExpertsTest, ManySlotsPerPermutationThread) {
   Build(Shape{64, 32, 8}, GpuExpertFormat::kBF16);
   gpu_->set_path(ExpertGemmPath::kAuto);
-  for (bool vector : {false, true}) {
-    gpu_->set_vector_prefill_kernels(vector);
-    // 12000 slots: many per permutation thread (with 8 per step, one partial step).
-    EXPECT_LT(Compare(1, 3000, 4), kBf16Tolerance) << "vector " << vector;
-    // Every id names a held expert: no slot is flagged.
-    EXPECT_TRUE(gpu_->DeviceErrors(nullptr).ok());
-  }
+  // 12000 slots: many per permutation thread (with 8 per step, one partial step).
+  EXPECT_LT(Compare(1, 3000, 4), kBf16Tolerance);
+  // Every id names a held expert: no slot is flagged.
+  EXPECT_TRUE(gpu_->DeviceErrors(nullptr).ok());
 }
 
 TEST_F(CudaExpertsTest, Fp8BytesIntoBf16StorageAreDequantizedOnUpload) {
@@ -313,11 +303,8 @@ TEST_F(CudaExpertsTest, ErrorsAreReportedNotCrashed) {
   std::vector<float> out(4 * 64, 0.0f);
   b.ids[1] = 6;  // layer 3 holds only experts 2 and 5
   EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound);
-  gpu_->set_path(ExpertGemmPath::kCublasBatched);  // the permutation flags it too, in both forms
-  for (bool vector : {false, true}) {
-    gpu_->set_vector_prefill_kernels(vector);
-    EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound) << "vector " << vector;
-  }
+  gpu_->set_path(ExpertGemmPath::kCublasBatched);  // the permutation flags it too
+  EXPECT_EQ(gpu_->Compute(b.View(3, 64), out).code(), absl::StatusCode::kNotFound);
   gpu_->set_path(ExpertGemmPath::kAuto);
   b.ids[1] = 2;
   b.weights[2] = std::nanf("");

@@ -139,10 +139,11 @@ TEST_F(CudaFp8ProductsTest, W8A8MatchesAnEmulationOfItsRounding) {
     EXPECT_LT(emulation_error, 2e-2) << tokens;
     EXPECT_LT(reference_error, 8e-2) << tokens;
   }
-  // kAuto takes it from fp8_products_min_tokens tokens (20: at most 20 rows per expert, below
+  // kAuto takes it from fp8_products_min_tokens tokens (here 20: at most 20 rows per expert, below
   // max_rows_for_direct_kernels) and above max_rows_for_direct_kernels rows per expert (250)...
   gpu_->set_path(ExpertGemmPath::kAuto);
   gpu_->set_fp8_activations(true);
+  gpu_->set_fp8_products_min_tokens(16);
   for (int64_t tokens : {20, 250}) {
     const auto [emulation_error, reference_error] = Compare(tokens, 3, 8);
     EXPECT_LT(emulation_error, 2e-2) << tokens;

@@ -52,7 +52,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
       s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
-      s.error.as<int32_t>(), stream, options_.vector_prefill_kernels ? 8 : 1));
+      s.error.as<int32_t>(), stream));
 
   // Above that (kAuto, measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core
   // kernels (no host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the
@@ -187,10 +187,8 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
   const int64_t hidden = options_.hidden_size, intermediate = options_.intermediate_size;
   const int64_t num_local = static_cast<int64_t>(offsets.size()) - 1;
   const std::vector<ExpertRowBucket> buckets =
-      options_.planned_row_buckets
-          ? PlanExpertRowBuckets(offsets, options_.batched_row_buckets, kBatchedRowAlignment,
-                                 CostsOfExpertRows(options_.row_bucket_model, hidden, intermediate))
-          : BucketExpertsByRows(offsets, options_.batched_row_buckets, kBatchedRowAlignment);
+      PlanExpertRowBuckets(offsets, options_.batched_row_buckets, kBatchedRowAlignment,
+                           CostsOfExpertRows(options_.row_bucket_model, hidden, intermediate));
   if (buckets.empty()) return absl::OkStatus();
   // Experts in bucket order (most rows first); each padded to its bucket's row count.
   std::vector<int32_t> order, padded_base(num_local, 0);  // padded_base[e]: expert e's first padded row
@@ -292,8 +290,7 @@ absl::Status CudaRoutedExperts::RunCublasBatched(const LayerStorage& layer, std:
       const int64_t first_row = padded_base[order[begin]];
       EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchSiluMultiplyRows(
           static_cast<const std::byte*>(s.padded_gate_up.data()) + first_row * 2 * intermediate * 2,
-          count * bucket.rows, intermediate, h + first_row * intermediate * 2, true, stream, /*from_bf16=*/true,
-          options_.vector_prefill_kernels));
+          count * bucket.rows, intermediate, h + first_row * intermediate * 2, true, stream, /*from_bf16=*/true));
       EXPERTMESH_RETURN_IF_ERROR(blas.GemmPointerBatch(second, device_pointers + 3 * experts + begin,
                                                        device_pointers + 4 * experts + begin,
                                                        device_pointers + 5 * experts + begin, count,
@@ -362,7 +359,7 @@ absl::Status CudaRoutedExperts::RunCublas(const LayerStorage& layer, std::span<c
     if (status.ok()) {
       status = cuda::LaunchSiluMultiplyRows(s.gate_up_out[lane].as<float>(), count, intermediate,
                                             h + first * intermediate * element, !f32, lane_stream,
-                                            /*from_bf16=*/false, options_.vector_prefill_kernels);
+                                            /*from_bf16=*/false);
     }
     if (status.ok()) {
       status = blas.Linear(h + first * intermediate * element, count, intermediate, down, hidden,

@@ -43,7 +43,7 @@ enum class GpuExpertFormat { kF32, kBF16, kFP8Block };
 enum class ExpertGemmPath { kAuto, kDirect, kCublasLoop, kCublasStreams, kCublasBatched, kFewTokens, kCublasFp8 };
 inline constexpr int kCublasStreams = 4;
 // kCublasBatched: bucket row counts are multiples of this (repeating GEMM shapes; see
-// BucketExpertsByRows).
+// PlanExpertRowBuckets).
 inline constexpr int64_t kBatchedRowAlignment = 16;
 
 struct CudaExpertOptions {
@@ -75,25 +75,14 @@ struct CudaExpertOptions {
   // (bench/RESULTS.md, run 8): V2-Lite bf16 at 1/2/4 tokens 62/62/59% of copy bandwidth with one
   // warp per row, 67/71/71% with 0; V3 (more rows than half the warps) unchanged.
   int few_token_warps_per_row = 0;
-  // Permutation and cuBLAS-path SiLU*up: 8 slot lookups in flight per thread, 16-byte pieces
-  // (cuda::LaunchBuildExpertPermutation slots_per_step, LaunchSiluMultiplyRows in_pieces). An H100
-  // profile of V2-Lite prefill at 4096 tokens (bench/RESULTS.md, run 13) had the two at 3.5% and
-  // 20% of the time (the epilogue at 31% of DRAM bandwidth); off until measured on a GPU.
-  bool vector_prefill_kernels = false;
   bool batched_cublas = true;
-  // kCublasBatched: experts bucketed by row count (BucketExpertsByRows), one pointer batch per
-  // bucket padded to that bucket's rows instead of one padded to the hottest expert's; at most
-  // this many buckets (1: the single padded batch, kept for side-by-side benchmarks).
+  // kCublasBatched: experts bucketed by row count (PlanExpertRowBuckets with
+  // CostsOfExpertRows(row_bucket_model, ...)), one pointer batch per bucket padded to that bucket's
+  // rows instead of one padded to the hottest expert's; at most this many buckets (1: the single
+  // padded batch, kept for side-by-side benchmarks). On an H100 (bench/RESULTS.md, run 14), against
+  // the quarter rule it replaced: V2-Lite 256 / 4096 / 16384 tokens 0.467 / 0.953 / 3.449 ms vs
+  // 0.483 / 0.952 / 3.608, V3 bf16 1.019 / 1.256 / 2.788 vs 1.016 / 1.263 / 2.849.
   int batched_row_buckets = 4;
-  // kCublasBatched: buckets planned for the least modeled time (PlanExpertRowBuckets, with
-  // CostsOfExpertRows(row_bucket_model, ...)) instead of by BucketExpertsByRows' quarter rule.
-  // For one uniform random routing to V2-Lite's 64 experts (top 6) the plan pads 3.5% more rows
-  // than routed at 4096 tokens (3 buckets; the rule: 12.5% in one) and takes one bucket at 256
-  // (the rule: 3, which run 9 measured 5% slower than one). cuBLAS computes whole tiles (see
-  // RowBucketModel::tile_rows), so fewer padded rows save product time only where they save
-  // tiles; the SiLU*up epilogue and the combine read fewer rows either way. Not yet measured on a
-  // GPU, so off.
-  bool planned_row_buckets = false;
   RowBucketModel row_bucket_model{};
   // kCublasBatched with FP8 experts: device scratch for the dequantized bf16 copies of a group of
   // experts (at least one expert's worth is used whatever this says).
@@ -108,10 +97,11 @@ struct CudaExpertOptions {
   // dequantizing path; the rounding costs ~4% relative error against float32 activations (bf16
   // activations: ~0.3%).
   bool fp8_activations = true;
-  // See fp8_activations. Measured on an H100 (run 8, warm, V3 shard of 32 experts), % of copy
-  // bandwidth, W8A8 vs the tensor-core kernels: 57 vs 53% at 16 tokens, 65 vs 44% at 256 (at most
-  // ~16 rows per expert, so below max_rows_for_direct_kernels). Fewer tokens were not measured.
-  int64_t fp8_products_min_tokens = 16;
+  // See fp8_activations. Measured on an H100 (V3 shard of 32 experts, % of copy bandwidth, W8A8 vs
+  // the tensor-core kernels): run 14, 44 vs 48% at 16 tokens, 46 vs 55% at 64, 47 vs 44% at 256;
+  // run 8, 57 vs 53% at 16, 65 vs 44% at 256. At 256 tokens rows per expert stay below
+  // max_rows_for_direct_kernels, so without this the kernels would run there.
+  int64_t fp8_products_min_tokens = 256;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the
   // permutation) and size each block's split-k so the grid has about 16 warps per SM. false: the
   // phase-1 grid (every local expert, 8-way split-k), kept for side-by-side benchmarks.
@@ -175,15 +165,11 @@ class CudaRoutedExperts final : public RoutedExperts {
   void set_weight_ring(bool ring) { options_.weight_ring = ring; }
   void set_batched_cublas(bool batched) { options_.batched_cublas = batched; }
   void set_batched_row_buckets(int buckets) { options_.batched_row_buckets = std::max(buckets, 1); }
-  void set_planned_row_buckets(bool planned, const RowBucketModel& model = {}) {
-    options_.planned_row_buckets = planned;
-    options_.row_bucket_model = model;
-  }
+  void set_row_bucket_model(const RowBucketModel& model) { options_.row_bucket_model = model; }
   void set_fp8_dequantize_bytes(int64_t bytes) { options_.fp8_dequantize_bytes = bytes; }
   void set_few_token_max_tokens(int64_t tokens) { options_.few_token_max_tokens = tokens; }
   void set_programmatic_launch(bool programmatic) { options_.programmatic_launch = programmatic; }
   void set_few_token_warps_per_row(int warps) { options_.few_token_warps_per_row = warps; }
-  void set_vector_prefill_kernels(bool vector) { options_.vector_prefill_kernels = vector; }
   void set_fp8_activations(bool fp8_activations) { options_.fp8_activations = fp8_activations; }
   void set_fp8_products_min_tokens(int64_t tokens) { options_.fp8_products_min_tokens = tokens; }
   // OK when kCublasFp8 can run here (FP8 experts, sizes, cuBLASLt's known-values check; made on

@@ -18,13 +18,11 @@ namespace expertmesh::cuda {
 // fixed order (each row is computed independently, so results do not depend on it). Sets *error
 // to 1 when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
 // `active` (may be null; [num_local + 1]) receives the local slots that got rows: active[0] = their
-// count, active[1..] = the slots in increasing order. `slots_per_step` (1 or 8): slots each thread
-// of the one block looks up at once (8: their loads in flight together).
+// count, active[1..] = the slots in increasing order.
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream,
-                                          int slots_per_step = 1);
+                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream);
 
 // Element type of gathered rows: float32 (cuBLAS float32 path), bf16 (bf16 experts), f16 (FP8
 // experts, whose MMA runs in f16 on the exactly converted E4M3 values).
@@ -78,10 +76,10 @@ absl::Status LaunchExpertDown(const uint16_t* h, const int32_t* offsets, const E
 
 // cuBLAS-path epilogue: h[r, j] = silu(gate_up[r, j]) * gate_up[r, I + j] for rows r < rows;
 // gate_up is float32 (or bf16 with `from_bf16`) [rows, 2I]; h is bf16 (`to_bf16`) or float32 [rows, I].
-// `in_pieces`: each thread takes 16 bytes of each half at a time where the halves are whole,
-// 16-byte aligned pieces (else, and by default, one value per thread and step).
+// Each thread takes 16 bytes of each half at a time where the halves are whole, 16-byte aligned
+// pieces, else one value.
 absl::Status LaunchSiluMultiplyRows(const void* gate_up, int64_t rows, int64_t intermediate, void* h,
-                                    bool to_bf16, void* stream, bool from_bf16 = false, bool in_pieces = false);
+                                    bool to_bf16, void* stream, bool from_bf16 = false);
 
 // The padded layout of the batched cuBLAS path: out[i] = padded_base[e] + (r - offsets[e]) for
 // r = row_of_slot[i] >= 0 and e the local slot with offsets[e] <= r < offsets[e + 1]; -1 stays -1.

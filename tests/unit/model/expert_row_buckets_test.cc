@@ -1,7 +1,6 @@
-// BucketExpertsByRows: experts with rows only, most rows first, a new bucket where padding would
-// waste over a quarter, the bucket limit, and every expert with rows in exactly one bucket.
-// PlanExpertRowBuckets: the least modeled cost (padded rows, free below the weight bound, plus a
-// cost per bucket), against every partition tried; CostsOfExpertRows for V2-Lite's shape.
+// PlanExpertRowBuckets: experts with rows only, most rows first, counts rounded to the alignment,
+// the bucket limit, the least modeled cost (padded rows, free below the weight bound, plus a cost
+// per bucket) against every partition tried; CostsOfExpertRows for V2-Lite's shape.
 #include "engine/model/expert_row_buckets.h"
 
 #include <algorithm>
@@ -23,86 +22,6 @@ std::vector<int32_t> Offsets(const std::vector<int32_t>& rows) {
   return offsets;
 }
 
-TEST(ExpertRowBucketsTest, EvenRowsShareOneBucketAndEmptyExpertsAreLeftOut) {
-  const auto buckets = BucketExpertsByRows(Offsets({10, 0, 9, 8, 0, 10}), 4);
-  ASSERT_EQ(buckets.size(), 1u);
-  EXPECT_EQ(buckets[0].rows, 10);
-  EXPECT_EQ(buckets[0].experts, (std::vector<int32_t>{0, 5, 2, 3}));  // most rows first, ties in order
-}
-
-TEST(ExpertRowBucketsTest, SkewedRowsSplitWherePaddingWouldWasteOverAQuarter) {
-  // 400 (hot), then 120, 100, 91 (100 * 4 >= 3 * 120; 91 * 4 >= 3 * 120), then 80, 60, then 7.
-  const auto buckets = BucketExpertsByRows(Offsets({7, 400, 120, 60, 100, 80, 91}), 8);
-  ASSERT_EQ(buckets.size(), 4u);
-  EXPECT_EQ(buckets[0].rows, 400);
-  EXPECT_EQ(buckets[0].experts, (std::vector<int32_t>{1}));
-  EXPECT_EQ(buckets[1].rows, 120);
-  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{2, 4, 6}));
-  EXPECT_EQ(buckets[2].rows, 80);
-  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{5, 3}));
-  EXPECT_EQ(buckets[3].rows, 7);
-  EXPECT_EQ(buckets[3].experts, (std::vector<int32_t>{0}));
-}
-
-TEST(ExpertRowBucketsTest, TheLimitPutsTheRestInTheLastBucket) {
-  const auto one = BucketExpertsByRows(Offsets({7, 400, 120, 60}), 1);
-  ASSERT_EQ(one.size(), 1u);
-  EXPECT_EQ(one[0].rows, 400);
-  EXPECT_EQ(one[0].experts, (std::vector<int32_t>{1, 2, 3, 0}));
-  const auto two = BucketExpertsByRows(Offsets({7, 400, 120, 60}), 2);
-  ASSERT_EQ(two.size(), 2u);
-  EXPECT_EQ(two[1].rows, 120);
-  EXPECT_EQ(two[1].experts, (std::vector<int32_t>{2, 3, 0}));
-  EXPECT_TRUE(BucketExpertsByRows(Offsets({0, 0}), 4).empty());
-  EXPECT_TRUE(BucketExpertsByRows({}, 4).empty());
-}
-
-TEST(ExpertRowBucketsTest, RowCountsAreRoundedUpToTheAlignment) {
-  const auto buckets = BucketExpertsByRows(Offsets({13, 400, 120, 100, 16}), 4, 16);
-  ASSERT_EQ(buckets.size(), 3u);
-  EXPECT_EQ(buckets[0].rows, 400);
-  EXPECT_EQ(buckets[1].rows, 128);
-  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{2, 3}));
-  EXPECT_EQ(buckets[2].rows, 16);
-  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{0, 4}));  // 13 and 16 both round to 16: in order
-}
-
-// Few rows per expert (decode-sized batches) all round to one count: one bucket, not several
-// batches of the same padded shape (each a launch and no less work).
-TEST(ExpertRowBucketsTest, CountsThatRoundAlikeShareOneBucket) {
-  const auto buckets = BucketExpertsByRows(Offsets({1, 8, 2, 4, 3}), 4, 16);
-  ASSERT_EQ(buckets.size(), 1u);
-  EXPECT_EQ(buckets[0].rows, 16);
-  EXPECT_EQ(buckets[0].experts, (std::vector<int32_t>{0, 1, 2, 3, 4}));
-  EXPECT_EQ(BucketExpertsByRows(Offsets({1, 8, 2, 4, 3}), 4).size(), 4u);  // unaligned: 8 | 4, 3 | 2 | 1
-}
-
-TEST(ExpertRowBucketsTest, RandomRowsAreCoveredOnceAndNeverPaddedDown) {
-  std::mt19937 rng(7);
-  for (int trial = 0; trial < 200; ++trial) {
-    std::vector<int32_t> rows(1 + rng() % 40);
-    for (int32_t& r : rows) r = rng() % 3 == 0 ? 0 : static_cast<int32_t>(rng() % 500);
-    const int max_buckets = 1 + static_cast<int>(rng() % 5);
-    const int64_t alignment = 1 + rng() % 32;
-    const auto buckets = BucketExpertsByRows(Offsets(rows), max_buckets, alignment);
-    EXPECT_LE(static_cast<int>(buckets.size()), max_buckets);
-    std::vector<int> seen(rows.size(), 0);
-    int64_t previous_rows = INT64_MAX;
-    for (const ExpertRowBucket& bucket : buckets) {
-      EXPECT_LE(bucket.rows, previous_rows);
-      previous_rows = bucket.rows;
-      ASSERT_FALSE(bucket.experts.empty());
-      EXPECT_EQ(bucket.rows % alignment, 0);
-      EXPECT_LT(bucket.rows - rows[bucket.experts.front()], alignment) << "the hottest expert sets the count";
-      for (int32_t e : bucket.experts) {
-        ++seen[e];
-        EXPECT_LE(rows[e], bucket.rows) << "an expert's rows must fit its bucket";
-      }
-    }
-    for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
-  }
-}
-
 // A plan's modeled cost; fails the test unless every expert with rows is in exactly one bucket,
 // no bucket is empty and every expert fits its bucket.
 int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<int32_t>& rows,
@@ -117,11 +36,27 @@ int64_t PlanCost(const std::vector<ExpertRowBucket>& buckets, const std::vector<
       ++seen[e];
       EXPECT_LE(rows[e], bucket.rows);
     }
-    const int64_t tiled = (bucket.rows + costs.tile_rows - 1) / costs.tile_rows * costs.tile_rows;
-    cost += std::max(tiled, costs.weight_bound) * static_cast<int64_t>(bucket.experts.size()) + costs.per_bucket;
+    cost += std::max(bucket.rows, costs.weight_bound) * static_cast<int64_t>(bucket.experts.size()) + costs.per_bucket;
   }
   for (size_t e = 0; e < rows.size(); ++e) EXPECT_EQ(seen[e], rows[e] > 0 ? 1 : 0) << "expert " << e;
   return cost;
+}
+
+TEST(PlanExpertRowBucketsTest, EmptyExpertsAreLeftOutAndCountsRoundUpToTheAlignment) {
+  // 13 and 16 round to 16, 115 and 120 to 128; free buckets: one per rounded count, in order.
+  const auto buckets = PlanExpertRowBuckets(Offsets({13, 0, 400, 120, 115, 16, 0}), 8, 16, {0, 0});
+  ASSERT_EQ(buckets.size(), 3u);
+  EXPECT_EQ(buckets[0].rows, 400);
+  EXPECT_EQ(buckets[0].experts, (std::vector<int32_t>{2}));
+  EXPECT_EQ(buckets[1].rows, 128);
+  EXPECT_EQ(buckets[1].experts, (std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(buckets[2].rows, 16);
+  EXPECT_EQ(buckets[2].experts, (std::vector<int32_t>{0, 5}));
+  // The limit: two buckets at most, the cheaper split (400 | 128, 128, 16, 16).
+  const auto two = PlanExpertRowBuckets(Offsets({13, 0, 400, 120, 115, 16, 0}), 2, 16, {0, 0});
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1].rows, 128);
+  EXPECT_EQ(two[1].experts, (std::vector<int32_t>{3, 4, 0, 5}));
 }
 
 TEST(PlanExpertRowBucketsTest, PaysForABucketOnlyWhenItSavesMoreRows) {
@@ -146,9 +81,10 @@ TEST(PlanExpertRowBucketsTest, PaysForABucketOnlyWhenItSavesMoreRows) {
   EXPECT_TRUE(PlanExpertRowBuckets({}, 4, 16, {10, 0}).empty());
 }
 
-// Uniform routing of 4096 tokens over 64 experts (top 6) gives counts of 384 +- 19: the quarter
-// rule keeps them in one bucket padded to the hottest expert, the plan splits them.
-TEST(PlanExpertRowBucketsTest, PadsUniformPrefillRoutingLessThanTheQuarterRule) {
+// Uniform routing of 4096 tokens over 64 experts (top 6) gives counts of 384 +- 19: one bucket
+// padded to the hottest expert pads over 10% more rows than routed, the plan (V2-Lite's costs with
+// a cheap bucket) under 5%.
+TEST(PlanExpertRowBucketsTest, PadsUniformPrefillRoutingLessThanOneBucket) {
   std::mt19937 rng(11);
   std::vector<int32_t> rows(64, 0);
   for (int token = 0; token < 4096; ++token) {
@@ -158,21 +94,19 @@ TEST(PlanExpertRowBucketsTest, PadsUniformPrefillRoutingLessThanTheQuarterRule) 
     for (int k = 0; k < 6; ++k) ++rows[experts[k]];
   }
   const auto offsets = Offsets(rows);
-  const auto quarter = BucketExpertsByRows(offsets, 4, 16);
-  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, CostsOfExpertRows({}, 2048, 1408));
-  ASSERT_EQ(quarter.size(), 1u);
+  const auto one = PlanExpertRowBuckets(offsets, 1, 16, {});
+  const auto planned = PlanExpertRowBuckets(offsets, 4, 16, CostsOfExpertRows({11.5, 640, 3000}, 2048, 1408));
+  ASSERT_EQ(one.size(), 1u);
   EXPECT_GT(planned.size(), 1u);
-  const int64_t quarter_rows = PlanCost(quarter, rows, {}), planned_rows = PlanCost(planned, rows, {});
-  EXPECT_GT(quarter_rows, 4096 * 6 * 110 / 100) << "over 10% padding in one bucket";
-  EXPECT_LT(planned_rows, 4096 * 6 * 105 / 100) << "under 5% planned";
+  EXPECT_GT(PlanCost(one, rows, {}), 4096 * 6 * 110 / 100) << "over 10% padding in one bucket";
+  EXPECT_LT(PlanCost(planned, rows, {}), 4096 * 6 * 105 / 100) << "under 5% planned";
 }
 
-// Below the weight bound padding is free: counts of 16-48 rows (256 tokens) share one bucket,
-// where the quarter rule makes three (and a bucket of 20 rows would pay for itself without the
-// bound: 48 x 3 + 32 x 4 + 2 x 20 < 48 x 7 + 20).
+// Below the weight bound padding is free: counts of 16-48 rows (256 tokens) share one bucket
+// (a bucket of 20 rows would pay for itself without the bound: 48 x 3 + 32 x 4 + 2 x 20 < 48 x 7
+// + 20).
 TEST(PlanExpertRowBucketsTest, WeightBoundCountsShareOneBucket) {
   const auto offsets = Offsets({48, 30, 20, 17, 9, 33, 40});
-  EXPECT_EQ(BucketExpertsByRows(offsets, 4, 16).size(), 3u);
   const auto planned = PlanExpertRowBuckets(offsets, 4, 16, {20, 213});
   ASSERT_EQ(planned.size(), 1u);
   EXPECT_EQ(planned[0].rows, 48);
@@ -181,29 +115,15 @@ TEST(PlanExpertRowBucketsTest, WeightBoundCountsShareOneBucket) {
   EXPECT_EQ(PlanExpertRowBuckets(offsets, 4, 16, {0, 0}).size(), 3u);
 }
 
-// Counts that fill the same number of tiles cost alike: 384-432 rows in tiles of 144 are 3 tiles
-// each, so the plan keeps one bucket where, counting rows, it would make three.
-TEST(PlanExpertRowBucketsTest, CountsInTheSameTilesShareOneBucket) {
-  const auto offsets = Offsets({432, 400, 384, 420, 390, 384});
-  EXPECT_EQ(PlanExpertRowBuckets(offsets, 4, 16, {10, 0, 1}).size(), 3u);  // 432 | 400 | 384
-  const auto tiled = PlanExpertRowBuckets(offsets, 4, 16, {10, 0, 144});
-  ASSERT_EQ(tiled.size(), 1u);
-  EXPECT_EQ(tiled[0].rows, 432);
-  // 290 rows need a third tile of 144: worth its own bucket beside 288 (2 tiles).
-  const auto split = PlanExpertRowBuckets(Offsets({288, 288, 290, 288, 288}), 4, 1, {10, 0, 144});
-  ASSERT_EQ(split.size(), 2u);
-  EXPECT_EQ(split[0].experts, (std::vector<int32_t>{2}));
-}
-
-// V2-Lite (hidden 2048, moe_intermediate 1408) with the H100 defaults: a row is 17.3 MFLOP at
-// 640 TFLOP/s = 0.027 us, a bucket 11.5 us = 425 rows; the weights (17.3 MB at 3000 GB/s) take
-// as long as 213 rows.
+// V2-Lite (hidden 2048, moe_intermediate 1408) at 640 TFLOP/s and 3000 GB/s: a row is 17.3 MFLOP
+// = 0.027 us, so a bucket of 11.5 us is 425 rows (the default 40 us: 1480); the weights (17.3 MB)
+// take as long as 213 rows.
 TEST(PlanExpertRowBucketsTest, CostsOfExpertRowsFromTheModelsSpeeds) {
-  const RowBucketCosts costs = CostsOfExpertRows({}, 2048, 1408);
+  const RowBucketCosts costs = CostsOfExpertRows({11.5, 640, 3000}, 2048, 1408);
   EXPECT_EQ(costs.per_bucket, 425);
   EXPECT_EQ(costs.weight_bound, 213);
-  const RowBucketCosts slower_reads = CostsOfExpertRows({11.5, 640, 1500}, 2048, 1408);
-  EXPECT_EQ(slower_reads.weight_bound, 427);
+  EXPECT_EQ(CostsOfExpertRows({}, 2048, 1408).per_bucket, 1480);
+  EXPECT_EQ(CostsOfExpertRows({11.5, 640, 1500}, 2048, 1408).weight_bound, 427);
   EXPECT_EQ(CostsOfExpertRows({0, 640, 3000}, 7168, 2048).per_bucket, 0);
 }
 
@@ -218,7 +138,6 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
     RowBucketCosts costs;
     costs.per_bucket = rng() % 400;
     costs.weight_bound = rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng() % 200);
-    costs.tile_rows = rng() % 2 == 0 ? 1 : static_cast<int64_t>(1 + rng() % 150);
     // Distinct rounded counts, most first, and how many experts have each.
     std::map<int64_t, int64_t, std::greater<>> experts_with;
     for (int32_t r : rows) {
@@ -233,8 +152,7 @@ TEST(PlanExpertRowBucketsTest, CostsNoMoreThanTheBestPartitionFoundByTryingEvery
       int64_t cost = buckets * costs.per_bucket, top = groups[0].first;
       for (size_t g = 0; g < groups.size(); ++g) {
         if (g > 0 && (cuts >> (g - 1) & 1u)) top = groups[g].first;
-        const int64_t tiled = (top + costs.tile_rows - 1) / costs.tile_rows * costs.tile_rows;
-        cost += std::max(tiled, costs.weight_bound) * groups[g].second;
+        cost += std::max(top, costs.weight_bound) * groups[g].second;
       }
       best = std::min(best, cost);
     }

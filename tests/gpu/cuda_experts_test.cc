@@ -158,7 +158,8 @@ class CudaExpertsTest : public ::testing::Test {
   std::unique_ptr<CudaRoutedExperts> gpu_;
 };
 
-// Every path (the permutation 8 slots per thread and step, SiLU*up in 16-byte pieces).
+// Every path (the gather token by token, the permutation 8 slots per thread and step, SiLU*up in
+// 16-byte pieces).
 TEST_F(CudaExpertsTest, Bf16EveryPathMatchesCpu) {
   for (const Shape& s : {Shape{64, 32, 8}, Shape{72, 40, 8}, Shape{256, 96, 16}}) {
     Build(s, GpuExpertFormat::kBF16);

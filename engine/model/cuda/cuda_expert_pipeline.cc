@@ -76,13 +76,35 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   // Rows per expert never exceed the token count (a token picks an expert at most once).
   if (path == ExpertGemmPath::kAuto && tokens <= options_.max_rows_for_direct_kernels) path = ExpertGemmPath::kDirect;
   if (path == ExpertGemmPath::kCublasBatched && f32) path = ExpertGemmPath::kCublasStreams;
+  // Gathered rows: float32 for float32 experts, f16 for FP8 experts on the tensor-core kernels,
+  // else bf16; each token's row of x read once and written to the rows of its slots.
+  const auto gather = [&](ExpertGemmPath for_path) {
+    const cuda::RowType type = f32 ? cuda::RowType::kF32
+                                   : (for_path == ExpertGemmPath::kDirect && fp8 ? cuda::RowType::kF16
+                                                                                 : cuda::RowType::kBF16);
+    return cuda::LaunchGatherRows(batch.activations, s.row_of_slot.as<int32_t>(), tokens, top_k, hidden,
+                                  s.rows.data(), type, stream);
+  };
+  bool gathered = false;
   std::vector<int32_t> offsets;
   if (path != ExpertGemmPath::kDirect) {
+    // The host needs the row counts. Where the path (so the rows' type) is already known, the
+    // gather runs on `stream` meanwhile and the counts come back over helper lane 1, so the wait
+    // and the host's planning overlap the gather (scratch for every slot's row up front).
+    void* copy_stream = stream;
+    if (path != ExpertGemmPath::kAuto && path != ExpertGemmPath::kCublasFp8) {
+      EXPERTMESH_RETURN_IF_ERROR(EnsureScratch(tokens, top_k, slots + kBatchedRowAlignment));
+      void* lanes[kCublasStreams] = {stream};
+      EXPERTMESH_RETURN_IF_ERROR(ForkLanes(2, stream, lanes));
+      copy_stream = lanes[1];
+      EXPERTMESH_RETURN_IF_ERROR(gather(path));
+      gathered = true;
+    }
     offsets.resize(num_local + 1);
     EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(offsets.data(), s.offsets.data(),
                                                           offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                                          AsStream(stream)), "offsets download"));
-    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(AsStream(stream)), "expert permutation"));
+                                                          AsStream(copy_stream)), "offsets download"));
+    EXPERTMESH_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(AsStream(copy_stream)), "expert permutation"));
     if (path == ExpertGemmPath::kAuto) {
       int32_t largest = 0;
       for (int64_t e = 0; e < num_local; ++e) largest = std::max(largest, offsets[e + 1] - offsets[e]);
@@ -109,12 +131,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
     return cuda::LaunchCombineExpertRows(y, row_of_slot, batch.gate_weights, tokens, top_k, hidden, batch.output,
                                          batch.accumulate, stream, padded_bf16);
   }
-  EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchGatherRows(batch.activations, s.row_token.as<int32_t>(), s.offsets.as<int32_t>(),
-                                                    num_local, rows, hidden, s.rows.data(),
-                                                    f32 ? cuda::RowType::kF32
-                                                        : (path == ExpertGemmPath::kDirect && fp8 ? cuda::RowType::kF16
-                                                                                                  : cuda::RowType::kBF16),
-                                                    stream));
+  if (!gathered) EXPERTMESH_RETURN_IF_ERROR(gather(path));
   if (path == ExpertGemmPath::kDirect) {
     auto* const* pointers = layer.device_pointers.as<const void*>();
     const auto* scales = reinterpret_cast<const float* const*>(pointers + 2 * num_local);

@@ -28,11 +28,11 @@ absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num
 // experts, whose MMA runs in f16 on the exactly converted E4M3 values).
 enum class RowType { kF32, kBF16, kF16 };
 
-// rows_out[r, :] = x[row_token[r], :] for r < offsets[num_local] (read on the device; at most
-// max_rows), converted to `type`. x is float32 [tokens, hidden].
-absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets,
-                              int64_t num_local, int64_t max_rows, int64_t hidden, void* rows_out,
-                              RowType type, void* stream);
+// rows_out[row_of_slot[t * top_k + k], :] = x[t, :] for every slot with a row (>= 0), converted to
+// `type`; x is float32 [tokens, hidden]. Token by token: each row of x is read once, however many
+// experts take it.
+absl::Status LaunchGatherRows(const float* x, const int32_t* row_of_slot, int64_t tokens, int64_t top_k,
+                              int64_t hidden, void* rows_out, RowType type, void* stream);
 
 // Which experts the tensor-core kernels visit and how a block splits its work. Without `active`,
 // grid row e is local slot e (experts = num_local; slots without rows exit at once). With `active`

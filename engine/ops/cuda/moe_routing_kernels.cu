@@ -103,22 +103,27 @@ __device__ __forceinline__ uint32_t PackPair16(float lo, float hi, RowType type)
   return *reinterpret_cast<uint32_t*>(&pair);
 }
 
-__global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ row_token,
-                                 const int32_t* __restrict__ offsets, int32_t num_local, int64_t hidden,
-                                 void* __restrict__ rows_out, RowType type) {
-  const int32_t total_rows = offsets[num_local];
+// One block per token (grid-stride over tokens): its row of x is read once, in float4 pieces, and
+// written to the row of each of its slots. Run 14 (H100, V2-Lite, 4096 tokens): the row-by-row
+// gather it replaced read x 3.4 times from DRAM (115 MB for 33.5 MB) in 74 us.
+__global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ row_of_slot, int32_t tokens,
+                                 int32_t top_k, int64_t hidden, void* __restrict__ rows_out, RowType type) {
   const int64_t quads = hidden / 4;
-  for (int32_t row = blockIdx.x; row < total_rows; row += gridDim.x) {
-    const float4* source = reinterpret_cast<const float4*>(x + int64_t(row_token[row]) * hidden);
-    if (type != RowType::kF32) {
-      uint2* destination = reinterpret_cast<uint2*>(static_cast<uint16_t*>(rows_out) + int64_t(row) * hidden);
-      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-        const float4 v = source[q];
-        destination[q] = make_uint2(PackPair16(v.x, v.y, type), PackPair16(v.z, v.w, type));
+  for (int32_t token = blockIdx.x; token < tokens; token += gridDim.x) {
+    const float4* source = reinterpret_cast<const float4*>(x + int64_t(token) * hidden);
+    const int32_t* rows = row_of_slot + int64_t(token) * top_k;
+    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const float4 v = source[q];
+      const uint2 packed = make_uint2(PackPair16(v.x, v.y, type), PackPair16(v.z, v.w, type));
+      for (int32_t k = 0; k < top_k; ++k) {
+        const int32_t row = rows[k];
+        if (row < 0) continue;
+        if (type == RowType::kF32) {
+          reinterpret_cast<float4*>(static_cast<float*>(rows_out) + int64_t(row) * hidden)[q] = v;
+        } else {
+          reinterpret_cast<uint2*>(static_cast<uint16_t*>(rows_out) + int64_t(row) * hidden)[q] = packed;
+        }
       }
-    } else {
-      float4* destination = reinterpret_cast<float4*>(static_cast<float*>(rows_out) + int64_t(row) * hidden);
-      for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) destination[q] = source[q];
     }
   }
 }
@@ -264,13 +269,16 @@ absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num
   return LastLaunchStatus("BuildPermutationKernel");
 }
 
-absl::Status LaunchGatherRows(const float* x, const int32_t* row_token, const int32_t* offsets, int64_t num_local,
-                              int64_t max_rows, int64_t hidden, void* rows_out, RowType type, void* stream) {
+absl::Status LaunchGatherRows(const float* x, const int32_t* row_of_slot, int64_t tokens, int64_t top_k,
+                              int64_t hidden, void* rows_out, RowType type, void* stream) {
   if (hidden % 4 != 0) return absl::InvalidArgumentError("LaunchGatherRows: hidden must be a multiple of 4");
-  if (max_rows <= 0) return absl::OkStatus();
-  const unsigned blocks = static_cast<unsigned>(max_rows < 4096 ? max_rows : 4096);
-  GatherRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(x, row_token, offsets, static_cast<int32_t>(num_local),
-                                                         hidden, rows_out, type);
+  if (top_k <= 0 || tokens > (int64_t(1) << 30) || top_k > (int64_t(1) << 20)) {
+    return absl::InvalidArgumentError("LaunchGatherRows: top_k > 0 and tokens < 2^30");
+  }
+  if (tokens <= 0) return absl::OkStatus();
+  const unsigned blocks = static_cast<unsigned>(tokens < 8192 ? tokens : 8192);
+  GatherRowsKernel<<<blocks, 256, 0, AsStream(stream)>>>(x, row_of_slot, static_cast<int32_t>(tokens),
+                                                         static_cast<int32_t>(top_k), hidden, rows_out, type);
   return LastLaunchStatus("GatherRowsKernel");
 }
 

@@ -205,6 +205,18 @@ if [[ $mode == prefill ]]; then  # the batched path's tests, prefill speeds, FP8
   step expert_bench_prefill 150 "$B/gpu_expert_bench" --no-blend --tokens 256,4096,16384 \
     --variants cublas-batched-one-bucket,auto,auto-bucket-11.5us --tsv "$OUT/expert_bench_prefill.tsv"
   bench_rows expert_bench_prefill
+  # With a baseline bundle (.gpu-bundle-base): its V2-Lite prefill beside this build's, alternating.
+  if [[ -f .gpu-bundle-base/bundle.tar.xz ]]; then
+    BASE=/tmp/gpu-base
+    rm -rf "$BASE" && mkdir -p "$BASE" && tar -C "$BASE" -xJf .gpu-bundle-base/bundle.tar.xz
+    for round in 1 2; do
+      step "base_prefill_$round" 60 env LD_LIBRARY_PATH="$BASE/lib:/usr/local/cuda/lib64" "$BASE/bin/gpu_expert_bench" \
+        --quick --no-blend --tokens 256,4096,16384 --variants auto
+      log "baseline, round $round:"; bench_rows "base_prefill_$round"
+      step "new_prefill_$round" 60 "$B/gpu_expert_bench" --quick --no-blend --tokens 256,4096,16384 --variants auto
+      log "this build, round $round:"; bench_rows "new_prefill_$round"
+    done
+  fi
   # FP8 batches of 8-256 tokens: the tensor-core kernels beside W8A8 (auto takes W8A8 from 256).
   step expert_bench_fp8_batches 90 "$B/gpu_expert_bench" --fp8-only --no-blend --tokens 8,16,64,128,256 \
     --variants direct-mma,cublas-fp8-w8a8,auto --tsv "$OUT/expert_bench_fp8_batches.tsv"

@@ -52,7 +52,8 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   EXPERTMESH_RETURN_IF_ERROR(cuda::LaunchBuildExpertPermutation(
       batch.expert_ids, slots, top_k, layer.device_slot_of_expert.as<int32_t>(), options_.n_routed_experts, num_local,
       s.offsets.as<int32_t>(), s.row_token.as<int32_t>(), s.row_of_slot.as<int32_t>(), s.active.as<int32_t>(),
-      s.error.as<int32_t>(), stream));
+      s.error.as<int32_t>(), s.permutation_work.as<int32_t>(),
+      static_cast<int64_t>(s.permutation_work.bytes() / sizeof(int32_t)), stream));
 
   // Above that (kAuto, measured on an H100, bench/RESULTS.md): inside CUDA graphs the tensor-core
   // kernels (no host synchronisation); float32 experts cuBLAS on several streams; bf16 experts the

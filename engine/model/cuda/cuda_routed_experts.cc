@@ -337,6 +337,9 @@ absl::Status CudaRoutedExperts::EnsureScratch(int64_t tokens, int64_t top_k, int
     for (DeviceBuffer* buffer : {&s.ids, &s.weights, &s.row_token, &s.row_of_slot}) {
       EXPERTMESH_RETURN_IF_ERROR(buffer->GrowTo(slots * sizeof(int32_t)));
     }
+    // Sized for every expert held locally (at most n_routed_experts per layer).
+    EXPERTMESH_RETURN_IF_ERROR(s.permutation_work.GrowTo(
+        cuda::ExpertPermutationWorkInts(slots, std::max<int64_t>(options_.n_routed_experts, 1)) * sizeof(int32_t)));
     s.slot_capacity = slots;
   }
   if (local_rows > s.row_capacity) {

@@ -209,6 +209,7 @@ class CudaRoutedExperts final : public RoutedExperts {
     int64_t row_capacity = 0;
     cuda::DeviceBuffer activations, output, ids, weights;  // host API staging
     cuda::DeviceBuffer offsets, row_token, row_of_slot, error, active;
+    cuda::DeviceBuffer permutation_work;  // per-block counts (cuda::ExpertPermutationWorkInts)
     cuda::DeviceBuffer rows, h, y;
     cuda::DeviceBuffer gate_up_out[kCublasStreams], dequantized[kCublasStreams];  // per cuBLAS stream
     // kCublasBatched: operand pointer arrays, padded [experts, rows, *] products, slot -> padded row.

@@ -18,11 +18,19 @@ namespace expertmesh::cuda {
 // fixed order (each row is computed independently, so results do not depend on it). Sets *error
 // to 1 when an id is >= n_routed_experts or names an expert not held (that slot is dropped).
 // `active` (may be null; [num_local + 1]) receives the local slots that got rows: active[0] = their
-// count, active[1..] = the slots in increasing order.
+// count, active[1..] = the slots in increasing order. `work`: device scratch of at least
+// ExpertPermutationWorkInts(num_slots, num_local) ints (per-block counts); num_local <= 1024.
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream);
+                                          int32_t* row_of_slot, int32_t* active, int32_t* error, int32_t* work,
+                                          int64_t work_ints, void* stream);
+// Blocks the permutation spreads num_slots over (chunks of ~kPermutationChunk slots), and the
+// scratch it needs.
+inline constexpr int64_t kPermutationChunk = 1024;
+inline constexpr int64_t kPermutationMaxBlocks = 256;
+int64_t ExpertPermutationBlocks(int64_t num_slots);
+int64_t ExpertPermutationWorkInts(int64_t num_slots, int64_t num_local);
 
 // Element type of gathered rows: float32 (cuBLAS float32 path), bf16 (bf16 experts), f16 (FP8
 // experts, whose MMA runs in f16 on the exactly converted E4M3 values).

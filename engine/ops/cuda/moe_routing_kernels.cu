@@ -4,9 +4,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/status_macros.h"
 #include "engine/ops/cuda/cuda_status.h"
 #include "engine/ops/cuda/moe_kernels.h"
 #include "engine/ops/cuda/warp_mma.cuh"
@@ -15,73 +17,111 @@ namespace expertmesh::cuda {
 namespace {
 
 using warp_mma::Silu;
-constexpr int kPermutationThreads = 1024;
 
 // ---- permutation --------------------------------------------------------------------------
+// Three kernels: each block counts its chunk of slots per local expert; one block turns the
+// counts into offsets, each block's first row per expert and the active list; each block then
+// gives its slots rows from its own cursors. Run 14 (H100) had the one-block version it replaced
+// at 37 us for 4096 tokens x 6 slots (shared-memory atomics of one SM).
+
+constexpr int kPermutationThreads = 256;
+constexpr int kScanThreads = 1024;
 
 __device__ __forceinline__ int32_t LocalSlotOf(int32_t id, const int32_t* slot_of_expert, int32_t n_routed) {
   if (id < 0 || id >= n_routed) return -1;
   return slot_of_expert[id];
 }
 
-// Slots each thread of the permutation's one block looks up at once (their loads in flight
-// together). Measured on an H100 (bench/RESULTS.md, run 14): 36.5 us against 37.9 us one at a time
-// for 4096 tokens x 6 slots; the kernel is not bound by these loads.
-constexpr int kSlotsPerStep = 8;
+// Slots each thread looks up at once (their loads in flight together).
+constexpr int kSlotsPerStep = 4;
 
-// Calls visit(i, id, local slot) for this thread's slots i = threadIdx.x, + blockDim.x, ... of the
-// one block, kSlotsPerStep at a time: all id loads of a step issued, then all table loads, then
-// the visits.
+// Calls visit(i, id, local slot) for this thread's slots of [begin, end), kSlotsPerStep at a time:
+// all id loads of a step issued, then all table loads, then the visits.
 template <typename Visit>
-__device__ __forceinline__ void ForEachSlot(const int32_t* ids, int32_t num_slots, const int32_t* slot_of_expert,
-                                            int32_t n_routed, Visit visit) {
+__device__ __forceinline__ void ForEachSlot(const int32_t* ids, int32_t begin, int32_t end,
+                                            const int32_t* slot_of_expert, int32_t n_routed, Visit visit) {
   const auto threads = static_cast<int32_t>(blockDim.x);
-  for (int32_t first = threadIdx.x; first < num_slots; first += threads * kSlotsPerStep) {
+  for (int32_t first = begin + threadIdx.x; first < end; first += threads * kSlotsPerStep) {
     int32_t id[kSlotsPerStep], slot[kSlotsPerStep];
 #pragma unroll
     for (int b = 0; b < kSlotsPerStep; ++b) {
       const int32_t i = first + b * threads;
-      id[b] = i < num_slots ? ids[i] : -1;
+      id[b] = i < end ? ids[i] : -1;
     }
 #pragma unroll
     for (int b = 0; b < kSlotsPerStep; ++b) slot[b] = LocalSlotOf(id[b], slot_of_expert, n_routed);
 #pragma unroll
     for (int b = 0; b < kSlotsPerStep; ++b) {
-      if (first + b * threads < num_slots) visit(first + b * threads, id[b], slot[b]);
+      if (first + b * threads < end) visit(first + b * threads, id[b], slot[b]);
     }
   }
 }
 
+// block_counts[block, e] = slots of this block's chunk for local expert e; invalid ids flagged.
 __global__ void __launch_bounds__(kPermutationThreads)
-BuildPermutationKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32_t top_k,
+CountExpertSlotsKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32_t chunk,
                        const int32_t* __restrict__ slot_of_expert, int32_t n_routed, int32_t num_local,
-                       int32_t* __restrict__ offsets, int32_t* __restrict__ row_token,
-                       int32_t* __restrict__ row_of_slot, int32_t* __restrict__ active, int32_t* __restrict__ error) {
-  __shared__ int32_t counts[kPermutationThreads];
-  __shared__ int32_t cursors[kPermutationThreads];
+                       int32_t* __restrict__ block_counts, int32_t* __restrict__ error) {
+  extern __shared__ int32_t counts[];  // [num_local]
   for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) counts[e] = 0;
   __syncthreads();
-  // Pass 1: rows per local expert (shared-memory atomics), invalid ids flagged.
-  ForEachSlot(ids, num_slots, slot_of_expert, n_routed, [&](int32_t, int32_t id, int32_t slot) {
+  const int32_t begin = blockIdx.x * chunk, end = min(num_slots, begin + chunk);
+  ForEachSlot(ids, begin, end, slot_of_expert, n_routed, [&](int32_t, int32_t id, int32_t slot) {
     if (id >= n_routed || (id >= 0 && slot < 0)) atomicExch(error, 1);
     if (slot >= 0) atomicAdd(&counts[slot], 1);
   });
   __syncthreads();
+  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) block_counts[int64_t(blockIdx.x) * num_local + e] = counts[e];
+}
+
+// offsets[e] = rows of the experts before e; block_first[block, e] = offsets[e] + rows of expert e
+// in the blocks before; active[0] = experts with rows, active[1..] = those experts in order.
+__global__ void __launch_bounds__(kScanThreads)
+ScanExpertSlotsKernel(const int32_t* __restrict__ block_counts, int32_t blocks, int32_t num_local,
+                      int32_t* __restrict__ block_first, int32_t* __restrict__ offsets, int32_t* __restrict__ active) {
+  __shared__ int32_t totals[kScanThreads];
+  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) {
+    int32_t running = 0;
+    for (int32_t b = 0; b < blocks; ++b) {
+      block_first[int64_t(b) * num_local + e] = running;
+      running += block_counts[int64_t(b) * num_local + e];
+    }
+    totals[e] = running;
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {
     int32_t total = 0, with_rows = 0;
     for (int32_t e = 0; e < num_local; ++e) {
-      cursors[e] = total;
+      const int32_t count = totals[e];
+      totals[e] = total;
       offsets[e] = total;
-      total += counts[e];
-      if (active != nullptr && counts[e] > 0) active[1 + with_rows++] = e;
+      total += count;
+      if (active != nullptr && count > 0) active[1 + with_rows++] = e;
     }
     offsets[num_local] = total;
     if (active != nullptr) active[0] = with_rows;
   }
   __syncthreads();
-  // Pass 2: each slot takes the next row of its expert. The order of rows within an expert is
-  // not fixed, but every row is computed independently, so results do not depend on it.
-  ForEachSlot(ids, num_slots, slot_of_expert, n_routed, [&](int32_t i, int32_t, int32_t slot) {
+  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) {
+    for (int32_t b = 0; b < blocks; ++b) block_first[int64_t(b) * num_local + e] += totals[e];
+  }
+}
+
+// Each slot of the block's chunk takes the next row of its expert from the block's cursors. The
+// order of rows within an expert is not fixed, but every row is computed independently, so
+// results do not depend on it.
+__global__ void __launch_bounds__(kPermutationThreads)
+PlaceExpertSlotsKernel(const int32_t* __restrict__ ids, int32_t num_slots, int32_t chunk, int32_t top_k,
+                       const int32_t* __restrict__ slot_of_expert, int32_t n_routed, int32_t num_local,
+                       const int32_t* __restrict__ block_first, int32_t* __restrict__ row_token,
+                       int32_t* __restrict__ row_of_slot) {
+  extern __shared__ int32_t cursors[];  // [num_local]
+  for (int32_t e = threadIdx.x; e < num_local; e += blockDim.x) {
+    cursors[e] = block_first[int64_t(blockIdx.x) * num_local + e];
+  }
+  __syncthreads();
+  const int32_t begin = blockIdx.x * chunk, end = min(num_slots, begin + chunk);
+  ForEachSlot(ids, begin, end, slot_of_expert, n_routed, [&](int32_t i, int32_t, int32_t slot) {
     if (slot < 0) {
       row_of_slot[i] = -1;
       return;
@@ -254,19 +294,43 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 
 }  // namespace
 
+int64_t ExpertPermutationBlocks(int64_t num_slots) {
+  return std::clamp<int64_t>((num_slots + kPermutationChunk - 1) / kPermutationChunk, 1, kPermutationMaxBlocks);
+}
+
+int64_t ExpertPermutationWorkInts(int64_t num_slots, int64_t num_local) {
+  return 2 * ExpertPermutationBlocks(num_slots) * std::max<int64_t>(num_local, 1);
+}
+
 absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num_slots, int64_t top_k,
                                           const int32_t* slot_of_expert, int64_t n_routed_experts,
                                           int64_t num_local, int32_t* offsets, int32_t* row_token,
-                                          int32_t* row_of_slot, int32_t* active, int32_t* error, void* stream) {
-  if (num_local < 0 || num_local > kPermutationThreads || top_k <= 0 || num_slots < 0 ||
-      num_slots > (int64_t(1) << 30)) {
+                                          int32_t* row_of_slot, int32_t* active, int32_t* error, int32_t* work,
+                                          int64_t work_ints, void* stream) {
+  if (num_local < 0 || num_local > kScanThreads || top_k <= 0 || num_slots < 0 || num_slots > (int64_t(1) << 30)) {
     return absl::InvalidArgumentError("LaunchBuildExpertPermutation: at most 1024 local experts, top_k > 0");
   }
-  BuildPermutationKernel<<<1, kPermutationThreads, 0, AsStream(stream)>>>(
-      expert_ids, static_cast<int32_t>(num_slots), static_cast<int32_t>(top_k), slot_of_expert,
-      static_cast<int32_t>(n_routed_experts), static_cast<int32_t>(num_local), offsets, row_token, row_of_slot,
-      active, error);
-  return LastLaunchStatus("BuildPermutationKernel");
+  if (work == nullptr || work_ints < ExpertPermutationWorkInts(num_slots, num_local)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchBuildExpertPermutation: work space of ", work_ints,
+                                                   " ints, needs ", ExpertPermutationWorkInts(num_slots, num_local)));
+  }
+  const int64_t blocks = ExpertPermutationBlocks(num_slots);
+  const auto chunk = static_cast<int32_t>((num_slots + blocks - 1) / blocks);
+  const size_t shared = static_cast<size_t>(std::max<int64_t>(num_local, 1)) * sizeof(int32_t);
+  int32_t* block_counts = work;
+  int32_t* block_first = work + blocks * std::max<int64_t>(num_local, 1);
+  CountExpertSlotsKernel<<<static_cast<unsigned>(blocks), kPermutationThreads, shared, AsStream(stream)>>>(
+      expert_ids, static_cast<int32_t>(num_slots), chunk, slot_of_expert, static_cast<int32_t>(n_routed_experts),
+      static_cast<int32_t>(num_local), block_counts, error);
+  EXPERTMESH_RETURN_IF_ERROR(LastLaunchStatus("CountExpertSlotsKernel"));
+  ScanExpertSlotsKernel<<<1, kScanThreads, 0, AsStream(stream)>>>(block_counts, static_cast<int32_t>(blocks),
+                                                                   static_cast<int32_t>(num_local), block_first,
+                                                                   offsets, active);
+  EXPERTMESH_RETURN_IF_ERROR(LastLaunchStatus("ScanExpertSlotsKernel"));
+  PlaceExpertSlotsKernel<<<static_cast<unsigned>(blocks), kPermutationThreads, shared, AsStream(stream)>>>(
+      expert_ids, static_cast<int32_t>(num_slots), chunk, static_cast<int32_t>(top_k), slot_of_expert,
+      static_cast<int32_t>(n_routed_experts), static_cast<int32_t>(num_local), block_first, row_token, row_of_slot);
+  return LastLaunchStatus("PlaceExpertSlotsKernel");
 }
 
 absl::Status LaunchGatherRows(const float* x, const int32_t* row_of_slot, int64_t tokens, int64_t top_k,

@@ -98,8 +98,9 @@ struct CudaExpertOptions {
   // activations: ~0.3%).
   bool fp8_activations = true;
   // See fp8_activations. Measured on an H100 (V3 shard of 32 experts, % of copy bandwidth, W8A8 vs
-  // the tensor-core kernels): run 14, 44 vs 48% at 16 tokens, 46 vs 55% at 64, 47 vs 44% at 256;
-  // run 8, 57 vs 53% at 16, 65 vs 44% at 256. At 256 tokens rows per expert stay below
+  // the tensor-core kernels): run 15, 47 vs 51% at 16 tokens, 49 vs 55% at 64, 62 vs 56% at 128,
+  // 64 vs 44% at 256; run 14, 44 vs 48% at 16, 46 vs 55% at 64, 47 vs 44% at 256; run 8, 57 vs
+  // 53% at 16, 65 vs 44% at 256. At 256 tokens rows per expert stay below
   // max_rows_for_direct_kernels, so without this the kernels would run there.
   int64_t fp8_products_min_tokens = 256;
   // Tensor-core path: launch blocks only for experts that got rows (a device-side list from the

@@ -20,10 +20,12 @@
 #          beside the few-token decode (~1 minute).
 #   sizes: reads and copies from the decode's sizes to 1 GiB (loads and bulk copies), prefill's
 #          cuBLAS product forms (~1 minute).
-#   prefill: the batched path's tests, prefill speeds at 256-16384 tokens (one padded batch, the
-#          planned buckets at 40 and 11.5 us a bucket), FP8 batches of 8-256 tokens (W8A8 beside
-#          the tensor-core kernels), every kernel of one 4096-token V2-Lite call (ncu), memcheck of
-#          the batched path's tests (~3 minutes).
+#   prefill: the expert, FP8-product and model tests, prefill speeds at 256-16384 tokens (one
+#          padded batch, the planned buckets at 40 and 11.5 us a bucket), with .gpu-bundle-base (a
+#          baseline build's bundle, or only its gpu_expert_bench and the libraries that needs: the
+#          carry limit is 64 MiB) its V2-Lite prefill alternating with this build's, FP8 batches of
+#          8-256 tokens (W8A8 beside the tensor-core kernels), every kernel of one 4096-token
+#          V2-Lite call (ncu), memcheck of the batched path's tests (~3 minutes).
 #   buckets: the batched path's bucket tests and its skewed-routing prefill speed (~2 minutes).
 #   validate: the expert tests, decode speeds (few-token kernels, one or two warps per weight row),
 #          racecheck of the split rows, ncu of the few-token FP8 kernels at 1 token, prefill speeds

@@ -70,8 +70,9 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
   if (path == ExpertGemmPath::kAuto && !fp8 && options_.batched_cublas) {
     path = tokens <= options_.max_tokens_for_direct_kernels ? ExpertGemmPath::kDirect : ExpertGemmPath::kCublasBatched;
   }
-  if (path == ExpertGemmPath::kAuto && fp8 && options_.fp8_activations &&
-      tokens >= options_.fp8_products_min_tokens && Fp8ProductsAvailableLocked().ok()) {
+  // kAuto's W8A8 products: FP8 experts, fp8_activations, and cuBLASLt able to run them here.
+  const auto w8a8_products = [&] { return fp8 && options_.fp8_activations && Fp8ProductsAvailableLocked().ok(); };
+  if (path == ExpertGemmPath::kAuto && tokens >= options_.fp8_products_min_tokens && w8a8_products()) {
     path = ExpertGemmPath::kCublasFp8;
   }
   // Rows per expert never exceed the token count (a token picks an expert at most once).
@@ -112,10 +113,7 @@ absl::Status CudaRoutedExperts::RunExperts(const LayerStorage& layer, const Devi
       path = largest <= options_.max_rows_for_direct_kernels
                  ? ExpertGemmPath::kDirect
                  : (options_.batched_cublas ? ExpertGemmPath::kCublasBatched : ExpertGemmPath::kCublasStreams);
-      if (path != ExpertGemmPath::kDirect && fp8 && options_.fp8_activations &&
-          Fp8ProductsAvailableLocked().ok()) {
-        path = ExpertGemmPath::kCublasFp8;
-      }
+      if (path != ExpertGemmPath::kDirect && w8a8_products()) path = ExpertGemmPath::kCublasFp8;
     }
   }
   const int64_t rows = offsets.empty() ? slots : offsets[num_local];

@@ -316,9 +316,10 @@ absl::Status LaunchBuildExpertPermutation(const int32_t* expert_ids, int64_t num
   }
   const int64_t blocks = ExpertPermutationBlocks(num_slots);
   const auto chunk = static_cast<int32_t>((num_slots + blocks - 1) / blocks);
-  const size_t shared = static_cast<size_t>(std::max<int64_t>(num_local, 1)) * sizeof(int32_t);
+  const int64_t columns = std::max<int64_t>(num_local, 1);  // of the [blocks, columns] halves of `work`
+  const size_t shared = static_cast<size_t>(columns) * sizeof(int32_t);
   int32_t* block_counts = work;
-  int32_t* block_first = work + blocks * std::max<int64_t>(num_local, 1);
+  int32_t* block_first = work + blocks * columns;
   CountExpertSlotsKernel<<<static_cast<unsigned>(blocks), kPermutationThreads, shared, AsStream(stream)>>>(
       expert_ids, static_cast<int32_t>(num_slots), chunk, slot_of_expert, static_cast<int32_t>(n_routed_experts),
       static_cast<int32_t>(num_local), block_counts, error);
